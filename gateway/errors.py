@@ -1,0 +1,102 @@
+"""The gateway's exceptions: every refusal the request path can raise, with its HTTP status
+and the fields of OpenAI's error body. ``api/errors.py`` turns them into responses, in one place.
+
+    GatewayError
+    ├── InvalidRequest            400 invalid_request_error
+    │   └── ContextLengthExceeded 400 code=context_length_exceeded
+    ├── ModelNotFound             404 code=model_not_found
+    ├── PayloadTooLarge           413
+    ├── QueueFull                 429 code=queue_full, Retry-After
+    ├── Unavailable               503 Retry-After
+    │   ├── QueueTimeout          503 code=queue_timeout
+    │   └── NoBackend             503 code=no_backend
+    ├── UpstreamUnreachable       502 code=upstream_unreachable (before the first byte)
+    └── BackendError              the backend's own status and body, passed through
+        └── BackendFailed         a 5xx answer before the first byte: retried elsewhere once
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    status = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.retry_after = retry_after
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class ModelNotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class QueueFull(GatewayError):
+    status = 429
+    type = "rate_limit_error"
+    code = "queue_full"
+
+
+class Unavailable(GatewayError):
+    status = 503
+    type = "service_unavailable_error"
+    code = "service_unavailable"
+
+
+class QueueTimeout(Unavailable):
+    code = "queue_timeout"
+
+
+class NoBackend(Unavailable):
+    code = "no_backend"
+
+
+class UpstreamUnreachable(GatewayError):
+    """The backend could not be reached, or failed, before it sent a byte: safe to retry."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_unreachable"
+
+
+class BackendError(GatewayError):
+    """The backend answered with an error; its status and body go to the client as they are."""
+
+    def __init__(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        super().__init__(f"backend answered {status}")
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+
+
+class BackendFailed(BackendError):
+    """A 5xx answer before any byte reached the client: another backend may do better."""

@@ -1,0 +1,72 @@
+"""Every Redis key the gateway uses, in one place.
+
+Keys that one script touches together share a hash tag (``{…}``), so every script runs
+unchanged on Redis Cluster, where a script may only touch keys of one hash slot:
+per-model admission state is tagged by model, per-API-key limit state by the key's id.
+"""
+
+from __future__ import annotations
+
+PREFIX = "lg"
+
+
+# -- API keys ------------------------------------------------------------------------------
+def api_key(key_id: str) -> str:
+    """HASH: one API key's record (name, sha256, limits, state)."""
+    return f"{PREFIX}:apikey:{key_id}"
+
+
+def api_key_by_hash(sha256_hex: str) -> str:
+    """STRING: SHA-256 of the secret -> key id."""
+    return f"{PREFIX}:apikey-hash:{sha256_hex}"
+
+
+API_KEY_IDS = f"{PREFIX}:apikeys"
+"""SET: every key id."""
+
+
+# -- per-key limits and usage (tag: the key's id) ------------------------------------------
+def limit(key_id: str, what: str) -> str:
+    """Counters of one key: ``rpm``, ``tpm``, ``conc``, ``day:<yyyymmdd>``, ``month:<yyyymm>``."""
+    return f"{PREFIX}:{{key:{key_id}}}:{what}"
+
+
+# -- admission: slot leases and the fair queue (tag: the model) ----------------------------
+def leases(model: str, backend: str) -> str:
+    """ZSET lease_id -> expiry (ms): requests in flight on one backend."""
+    return f"{PREFIX}:{{{model}}}:leases:{backend}"
+
+
+def slots(model: str) -> str:
+    """HASH backend -> slot count, written by the pool probes."""
+    return f"{PREFIX}:{{{model}}}:slots"
+
+
+def queue_keys(model: str) -> str:
+    """ZSET key_id -> virtual finish tag of its head waiter: which key is served next."""
+    return f"{PREFIX}:{{{model}}}:q:keys"
+
+
+def queue_of_key(model: str, key_id: str) -> str:
+    """LIST of waiter ids of one API key, FIFO."""
+    return f"{PREFIX}:{{{model}}}:q:k:{key_id}"
+
+
+def waiter(model: str, waiter_id: str) -> str:
+    """HASH: one waiter's key, cost, replica, deadline."""
+    return f"{PREFIX}:{{{model}}}:w:{waiter_id}"
+
+
+def virtual_time(model: str) -> str:
+    """STRING: the model's fair-queueing clock."""
+    return f"{PREFIX}:{{{model}}}:vt"
+
+
+def finish_tags(model: str) -> str:
+    """HASH key_id -> last finish tag."""
+    return f"{PREFIX}:{{{model}}}:ft"
+
+
+def grants(replica: str) -> str:
+    """LIST of "model waiter lease backend" grants for one gateway replica to hand out."""
+    return f"{PREFIX}:grants:{replica}"
