@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from litestar import Litestar
 from litestar.datastructures import State
@@ -55,6 +56,13 @@ async def _start_runners(settings: Settings) -> list[ProcessRunner]:
     return runners
 
 
+def _provide(value: Any) -> Provide:
+    def dependency() -> Any:
+        return value
+
+    return Provide(dependency, use_cache=True, sync_to_thread=False)
+
+
 def create_app(settings: Settings) -> Litestar:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -101,15 +109,9 @@ def create_app(settings: Settings) -> Litestar:
         }
     )
 
-    def from_state(name: str) -> Provide:
-        return Provide(lambda state: state[name], sync_to_thread=False)
-
     return Litestar(
         route_handlers=[*openai.ROUTES, *health.ROUTES],
-        dependencies={
-            name: from_state(name)
-            for name in ("pool", "admission", "dispatcher", "metrics", "settings")
-        },
+        dependencies={name: _provide(value) for name, value in state.dict().items()},
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         state=state,

@@ -27,8 +27,8 @@ def _serve_parser(commands: argparse._SubParsersAction) -> None:
         "--model",
         dest="models",
         action="append",
-        metavar="PATH",
-        help="start a local llama-server for this GGUF file (repeatable)",
+        metavar="[NAME=]PATH",
+        help="start a local llama-server for this GGUF file; NAME=PATH names it",
     )
     serve.add_argument("--parallel", type=int, help="slots per started runner (default 4)")
     serve.add_argument("--ctx-size", type=int, help="context per started runner (default 4096)")
@@ -53,8 +53,16 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             spec["parallel"] = args.parallel
         if args.ctx_size:
             spec["ctx_size"] = args.ctx_size
-        values["models"] = [{"path": path, **spec} for path in args.models]
+        values["models"] = [{**_model_arg(arg), **spec} for arg in args.models]
     return values
+
+
+def _model_arg(arg: str) -> dict[str, str]:
+    """``PATH`` or ``NAME=PATH``: the name is the model id clients ask for."""
+    name, sep, path = arg.partition("=")
+    if sep and name and "/" not in name:
+        return {"name": name, "path": path}
+    return {"path": arg}
 
 
 def serve(args: argparse.Namespace) -> int:

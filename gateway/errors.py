@@ -4,9 +4,12 @@ and the fields of OpenAI's error body. ``api/errors.py`` turns them into respons
     GatewayError
     ├── InvalidRequest            400 invalid_request_error
     │   └── ContextLengthExceeded 400 code=context_length_exceeded
+    ├── AuthenticationFailed      401 code=invalid_api_key
+    ├── PermissionDenied          403 code=model_not_allowed
     ├── ModelNotFound             404 code=model_not_found
     ├── PayloadTooLarge           413
-    ├── QueueFull                 429 code=queue_full, Retry-After
+    ├── RateLimited               429 code=rate_limit_exceeded, Retry-After, x-ratelimit-*
+    │   └── QueueFull             429 code=queue_full
     ├── Unavailable               503 Retry-After
     │   ├── QueueTimeout          503 code=queue_timeout
     │   └── NoBackend             503 code=no_backend
@@ -30,6 +33,7 @@ class GatewayError(Exception):
         param: str | None = None,
         code: str | None = None,
         retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -37,6 +41,8 @@ class GatewayError(Exception):
         if code is not None:
             self.code = code
         self.retry_after = retry_after
+        #: Extra response headers (e.g. ``x-ratelimit-*``).
+        self.headers = headers
 
 
 class InvalidRequest(GatewayError):
@@ -46,6 +52,18 @@ class InvalidRequest(GatewayError):
 
 class ContextLengthExceeded(InvalidRequest):
     code = "context_length_exceeded"
+
+
+class AuthenticationFailed(GatewayError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    type = "permission_error"
+    code = "model_not_allowed"
 
 
 class ModelNotFound(GatewayError):
@@ -60,9 +78,13 @@ class PayloadTooLarge(GatewayError):
     code = "request_too_large"
 
 
-class QueueFull(GatewayError):
+class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class QueueFull(RateLimited):
     code = "queue_full"
 
 

@@ -86,7 +86,10 @@ class Admission:
         lease.waited = lease.granted_at - waiter.enqueued_at
         return lease
 
-    def release(self, lease: Lease) -> None:
+    async def release(self, lease: Lease) -> None:
+        self._release(lease)
+
+    def _release(self, lease: Lease) -> None:
         """Give the slot back; the next waiter for that backend's model gets it at once."""
         backend = lease.backend
         self._inflight[backend] -= 1
@@ -118,7 +121,7 @@ class Admission:
         """The waiter gave up (deadline or client gone): leave the queue, or if a lease
         arrived in the same instant, give it straight back."""
         if waiter.future.done() and not waiter.future.cancelled():
-            self.release(waiter.future.result())
+            self._release(waiter.future.result())
             return
         waiter.future.cancel()
         try:

@@ -8,6 +8,7 @@ reached the client yet. After the first byte a failure ends the stream with an e
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -17,7 +18,7 @@ from typing import Any
 import msgspec
 
 from gateway.admission.local import Admission, Lease
-from gateway.errors import BackendError, BackendFailed, UpstreamUnreachable
+from gateway.errors import BackendFailed, UpstreamUnreachable
 from gateway.pool.backend import Backend
 from gateway.pool.pool import Pool
 from gateway.requests import ParsedRequest
@@ -33,6 +34,13 @@ log = logging.getLogger(__name__)
 CLIENT_CLOSED = 499
 
 
+def _is_backend_fault(exc: Exception) -> bool:
+    """Unreachable, or a gateway-ish 5xx: the backend's fault. A plain 500 is often the
+    request's (llama-server answers 500 to some malformed fields): retried, not held against
+    the backend."""
+    return isinstance(exc, UpstreamUnreachable) or getattr(exc, "status", 0) in (502, 503, 504)
+
+
 @dataclass(eq=False)
 class Exchange:
     """One request in flight on a backend: its lease, the open upstream answer, its clock."""
@@ -45,6 +53,7 @@ class Exchange:
     started_at: float
     finished: bool = False
     outcome: StreamOutcome = field(default_factory=StreamOutcome)
+    closing: asyncio.Future[None] | None = None
 
     @property
     def backend(self) -> Backend:
@@ -66,6 +75,7 @@ class Dispatcher:
         self.policy = policy
         self.metrics = metrics
         self.clock = clock
+        self._closing: set[asyncio.Future[None]] = set()
 
     async def open(
         self, request: ParsedRequest, *, key: str = "none", headers: dict[str, str] | None = None
@@ -82,8 +92,9 @@ class Dispatcher:
             try:
                 upstream = await backend.client.open(request.endpoint, body, headers)
             except (UpstreamUnreachable, BackendFailed) as exc:
-                self.admission.release(lease)
-                self.pool.record_failure(backend, exc.message)
+                await self.admission.release(lease)
+                if _is_backend_fault(exc):
+                    self.pool.record_failure(backend, exc.message)
                 tried.add(backend)
                 others = [b for b in self.pool.serving(model) if b not in tried]
                 if len(tried) > 1 or not others:
@@ -93,7 +104,7 @@ class Dispatcher:
                 )
                 continue
             except BaseException:
-                self.admission.release(lease)
+                await self.admission.release(lease)
                 raise
             self.pool.record_success(backend)
             return Exchange(request, model, key, lease, upstream, started_at)
@@ -111,7 +122,7 @@ class Dispatcher:
             usage = None
         exchange.outcome.usage = usage
         exchange.outcome.done = True
-        self.close(exchange, status=200)
+        await self.close(exchange, status=200)
         return body
 
     async def stream(self, exchange: Exchange) -> AsyncIterator[bytes]:
@@ -128,11 +139,16 @@ class Dispatcher:
         finally:
             self.close(exchange)
 
-    def close(self, exchange: Exchange, *, status: int | None = None) -> None:
-        """Give the lease back and account the request, once, however it ended."""
+    def close(self, exchange: Exchange, *, status: int | None = None) -> asyncio.Future[None]:
+        """Give the lease back and account the request, once, however it ended.
+
+        Runs as a task of its own: a stream cut off by a client disconnect is inside a
+        cancelled scope, where any await would be cancelled again before the lease is back.
+        """
         if exchange.finished:
-            return
+            return exchange.closing
         exchange.finished = True
+
         outcome = exchange.outcome
         if status is None:
             status = 200 if outcome.done else (502 if outcome.error else CLIENT_CLOSED)
@@ -140,7 +156,13 @@ class Dispatcher:
             exchange.upstream.finish()
         else:
             exchange.upstream.abort()  # llama-server cancels the task and frees the slot
-        self.admission.release(exchange.lease)
+        exchange.closing = asyncio.ensure_future(self._finish(exchange, status))
+        self._closing.add(exchange.closing)
+        exchange.closing.add_done_callback(self._closing.discard)
+        return exchange.closing
+
+    async def _finish(self, exchange: Exchange, status: int) -> None:
+        await self.admission.release(exchange.lease)
         self._account(exchange, status)
 
     # -- steps ------------------------------------------------------------------------------
@@ -187,6 +209,3 @@ class Dispatcher:
                 "cached_tokens": cached,
             },
         )
-
-
-__all__ = ["BackendError", "Dispatcher", "Exchange"]

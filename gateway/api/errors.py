@@ -45,9 +45,9 @@ def gateway_error(request: Request, exc: GatewayError) -> Response:
     if isinstance(exc, BackendError):
         # The backend's own word: its status and body, as they came.
         return Response(content=exc.body, status_code=exc.status, media_type=exc.content_type)
-    headers = None
+    headers = dict(exc.headers or {})
     if exc.retry_after is not None:
-        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     return _json(error_body(exc.message, exc.type, exc.code, exc.param), exc.status, headers)
 
 

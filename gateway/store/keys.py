@@ -2,7 +2,8 @@
 
 Keys that one script touches together share a hash tag (``{…}``), so every script runs
 unchanged on Redis Cluster, where a script may only touch keys of one hash slot:
-per-model admission state is tagged by model, per-API-key limit state by the key's id.
+per-model admission state is tagged by model, per-API-key limit state by the key's id, and the
+API-key records all share one tag.
 """
 
 from __future__ import annotations
@@ -10,24 +11,37 @@ from __future__ import annotations
 PREFIX = "lg"
 
 
-# -- API keys ------------------------------------------------------------------------------
+# -- API keys (tag: ``apikeys``) -----------------------------------------------------------
+# Every API-key record, hash index and the id set share one hash tag, so creating a key
+# (record + index + id set) is one script on one slot. The lookup and revoke scripts derive a
+# record's or an index's name from these prefixes; on Redis Cluster that is the same slot,
+# which Redis allows for keys a script did not declare.
+API_KEYS_TAG = f"{PREFIX}:{{apikeys}}"
+
+
 def api_key(key_id: str) -> str:
-    """HASH: one API key's record (name, sha256, limits, state)."""
-    return f"{PREFIX}:apikey:{key_id}"
+    """HASH: one API key's record, field -> JSON value, plus ``sha256`` of the secret."""
+    return f"{API_KEYS_TAG}:key:{key_id}"
 
 
 def api_key_by_hash(sha256_hex: str) -> str:
-    """STRING: SHA-256 of the secret -> key id."""
-    return f"{PREFIX}:apikey-hash:{sha256_hex}"
+    """STRING: SHA-256 hex of the secret -> key id. Gone once the key is revoked."""
+    return f"{API_KEYS_TAG}:hash:{sha256_hex}"
 
 
-API_KEY_IDS = f"{PREFIX}:apikeys"
-"""SET: every key id."""
+API_KEY_IDS = f"{API_KEYS_TAG}:ids"
+"""SET: every key id, revoked ones too (their records stay, marked revoked)."""
 
 
-# -- per-key limits and usage (tag: the key's id) ------------------------------------------
+# -- per-key limits and usage (tag: ``key:<id>``) ------------------------------------------
+LIMIT_PARTS = ("rpm", "tpm", "conc", "budget")
+"""``rpm``, ``tpm``: HASH token bucket (``tokens``, ``ts`` ms), gone once full again.
+``conc``: ZSET request id -> expiry (ms), requests in flight.
+``budget``: HASH ``day``, ``day_used``, ``month``, ``month_used`` (UTC calendar periods)."""
+
+
 def limit(key_id: str, what: str) -> str:
-    """Counters of one key: ``rpm``, ``tpm``, ``conc``, ``day:<yyyymmdd>``, ``month:<yyyymm>``."""
+    """One of :data:`LIMIT_PARTS` for one key; all of a key's parts share its hash tag."""
     return f"{PREFIX}:{{key:{key_id}}}:{what}"
 
 

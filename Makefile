@@ -1,0 +1,44 @@
+# Two commands for a newcomer: `make run` and `make test`. Everything else is a step of them.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+HOST   ?= 127.0.0.1
+PORT   ?= 12434
+
+.PHONY: run test bench lint venv model llama-server clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+model: venv
+	@$(PY) scripts/assets.py model
+
+llama-server: venv
+	@$(PY) scripts/assets.py llama-server
+
+# Serve the demo model on $(HOST):$(PORT), started by the gateway itself (the embedded default).
+run: venv
+	@MODEL=$$($(PY) scripts/assets.py model) && BIN=$$($(PY) scripts/assets.py llama-server) && \
+	$(PY) scripts/demo_banner.py $(HOST) $(PORT) && \
+	LLAMA_SERVER_BIN=$$BIN exec $(VENV)/bin/llama-gateway serve --host $(HOST) --port $(PORT) \
+		--model smollm2=$$MODEL --no-auth
+
+test: venv
+	@MODEL=$$($(PY) scripts/assets.py model) && BIN=$$($(PY) scripts/assets.py llama-server) && \
+	LLAMA_GATEWAY_TEST_MODEL=$$MODEL LLAMA_SERVER_BIN=$$BIN $(PY) -m pytest -q
+
+bench: venv
+	@MODEL=$$($(PY) scripts/assets.py model) && BIN=$$($(PY) scripts/assets.py llama-server) && \
+	LLAMA_GATEWAY_TEST_MODEL=$$MODEL LLAMA_SERVER_BIN=$$BIN $(PY) -m loadtest all
+
+lint: venv
+	$(VENV)/bin/ruff check gateway tests scripts
+	$(VENV)/bin/ruff format --check gateway tests scripts
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
