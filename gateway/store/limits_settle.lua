@@ -1,0 +1,26 @@
+-- Settle a finished request: correct the tpm bucket and the day's and month's usage from the
+-- estimate to the real count (either way), and take the request out of those in flight.
+-- KEYS: tpm bucket, in-flight set, budget hash (all tagged by the key's id).
+-- ARGV: tpm (0 = no limit), estimated tokens, actual tokens, request id ("<admitted ms>-…").
+-- Usage is corrected only in the day and month the request was admitted in.
+redis.call('ZREM', KEYS[2], ARGV[4])
+local tpm = tonumber(ARGV[1])
+local delta = tonumber(ARGV[3]) - tonumber(ARGV[2])
+if delta == 0 then
+  return 1
+end
+if tpm > 0 then
+  set_level(KEYS[1], tpm, math.min(tpm, level(KEYS[1], tpm) - delta))
+end
+local admitted = tonumber(string.match(ARGV[4], '^(%d+)-'))
+if admitted then
+  local day, month = calendar(admitted)
+  local b = redis.call('HMGET', KEYS[3], 'day', 'day_used', 'month', 'month_used')
+  if tonumber(b[1]) == day then
+    redis.call('HSET', KEYS[3], 'day_used', math.max(0, (tonumber(b[2]) or 0) + delta))
+  end
+  if tonumber(b[3]) == month then
+    redis.call('HSET', KEYS[3], 'month_used', math.max(0, (tonumber(b[4]) or 0) + delta))
+  end
+end
+return 1
