@@ -12,18 +12,29 @@ from typing import Any
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
+from opentelemetry.sdk.trace import TracerProvider
 
-from gateway.admission.local import Admission
-from gateway.api import health, openai
+from gateway.admission.leases import Admission
+from gateway.api import admin, health, openai
+from gateway.api import runners as runners_api
 from gateway.api.dispatch import Dispatcher
 from gateway.api.errors import EXCEPTION_HANDLERS
+from gateway.auth.authenticator import Authenticator
 from gateway.config import Settings
 from gateway.pool.backend import Backend
 from gateway.pool.pool import Pool
+from gateway.pool.providers import Providers, build_providers
+from gateway.routing.affinity import AffinityRouter
 from gateway.routing.policies import make_policy
-from gateway.runners.binary import find_llama_server
-from gateway.runners.process import ProcessRunner
+from gateway.runners.scheduler import Scheduler
+from gateway.store.admission import AdmissionStore
+from gateway.store.affinity import AffinityStore
+from gateway.store.apikeys import KeyStore
+from gateway.store.connection import connect
+from gateway.store.limits import Limiter
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.request import RequestTelemetryMiddleware
+from gateway.telemetry.tracing import Tracing, build_tracer_provider
 from gateway.upstream.client import BackendClient
 
 log = logging.getLogger(__name__)
@@ -39,23 +50,6 @@ def _backend(url: str, settings: Settings) -> Backend:
     return Backend(url, client)
 
 
-async def _start_runners(settings: Settings) -> list[ProcessRunner]:
-    if not settings.models:
-        return []
-    binary = find_llama_server(settings.llama_server_bin)
-    runners = [
-        ProcessRunner(spec, binary, api_key=settings.backend_api_key) for spec in settings.models
-    ]
-    results = await asyncio.gather(
-        *(r.start(settings.runner_start_timeout) for r in runners), return_exceptions=True
-    )
-    failures = [r for r in results if isinstance(r, BaseException)]
-    if failures:
-        await asyncio.gather(*(r.stop() for r in runners))
-        raise failures[0]
-    return runners
-
-
 def _provide(value: Any) -> Provide:
     def dependency() -> Any:
         return value
@@ -63,18 +57,27 @@ def _provide(value: Any) -> Provide:
     return Provide(dependency, use_cache=True, sync_to_thread=False)
 
 
-def create_app(settings: Settings) -> Litestar:
+def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = None) -> Litestar:
+    """``tracer_provider``: where spans go (a test's in-memory exporter); by default the OTLP
+    exporter of ``settings.otlp_traces_endpoint``, or none (tracing off)."""
+    own_provider = tracer_provider is None
+    if own_provider:
+        tracer_provider = build_tracer_provider(
+            settings.otlp_traces_endpoint, service_name=settings.otel_service_name
+        )
+    tracing = Tracing(tracer_provider)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         state = app.state
-        runners = await _start_runners(settings)
         pool: Pool = state.pool
-        for url in settings.backends:
-            pool.add(_backend(url, settings))
-        for runner in runners:
-            pool.add(_backend(runner.url, settings))
+        scheduler: Scheduler = state.scheduler
+        providers: Providers = state.providers
+        await providers.start()  # --backend, labelled containers, Kubernetes pods
+        await scheduler.start()  # declared models: loads the preloaded ones
         await pool.probe_all()
         prober = asyncio.create_task(pool.run(), name="pool-probe")
+        admitter = asyncio.create_task(state.admission.run(), name="admission")
         log.info(
             "gateway ready: %d backends, models %s", len(pool.backends), sorted(pool.ready_models())
         )
@@ -84,38 +87,86 @@ def create_app(settings: Settings) -> Litestar:
             prober.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await prober
+            await state.admission.stop()
+            await admitter
+            await scheduler.close()
+            await providers.close()
             await asyncio.gather(*(b.client.close() for b in pool.backends))
-            await asyncio.gather(*(r.stop() for r in runners))
+            await state.redis.aclose()
+            if own_provider:
+                await asyncio.to_thread(tracing.shutdown)  # flushes the last spans
 
     metrics = Metrics()
+    redis = connect(settings.redis_url)
     pool = Pool(
         aliases=settings.model_aliases,
         expected_models=[spec.model_id for spec in settings.models],
         probe_interval=settings.probe_interval,
         failure_threshold=settings.failure_threshold,
     )
-    admission = Admission(queue_size=settings.queue_size, queue_timeout=settings.queue_timeout)
+    admission = Admission(
+        AdmissionStore(redis, lease_ttl=settings.lease_ttl, grant_ttl=settings.lease_ttl * 2 / 3),
+        backends=pool.serving,
+        by_name=pool.by_name,
+        queue_size=settings.queue_size,
+        queue_timeout=settings.queue_timeout,
+        lease_ttl=settings.lease_ttl,
+    )
     pool.on_ready(admission.offer)
+    scheduler = Scheduler(
+        settings,
+        pool=pool,
+        inflight=admission.inflight,
+        make_backend=lambda url: _backend(url, settings),
+    )
+    providers = Providers(build_providers(settings), pool, lambda url: _backend(url, settings))
+    key_store = KeyStore(redis)
+    authenticator = Authenticator(key_store)
+    affinity = None
+    if settings.routing == "affinity":
+        affinity_store = AffinityStore(
+            redis, ttl=settings.affinity_ttl, max_entries=settings.affinity_max_entries
+        )
+        affinity = AffinityRouter(affinity_store, metrics, pin_slots=settings.affinity_pin_slots)
     dispatcher = Dispatcher(
-        pool=pool, admission=admission, policy=make_policy(settings.routing), metrics=metrics
+        pool=pool,
+        admission=admission,
+        policy=make_policy(settings.routing),
+        authenticator=authenticator,
+        limiter=Limiter(redis),
+        metrics=metrics,
+        affinity=affinity,
     )
     state = State(
         {
             "settings": settings,
+            "redis": redis,
             "metrics": metrics,
             "pool": pool,
             "admission": admission,
             "dispatcher": dispatcher,
+            "scheduler": scheduler,
+            "providers": providers,
+            "key_store": key_store,
+            # The guard reads this; None lets every caller in as "anonymous" (--no-auth).
+            "authenticator": None if settings.no_auth else authenticator,
         }
     )
+    routes = [openai.ROUTER, *health.ROUTES, *runners_api.ROUTES]
+    if settings.admin_token:
+        routes += admin.ROUTES
 
-    return Litestar(
-        route_handlers=[*openai.ROUTES, *health.ROUTES],
+    app = Litestar(
+        route_handlers=routes,
         dependencies={name: _provide(value) for name, value in state.dict().items()},
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=[lifespan],
         state=state,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=None,
+        logging_config=None,  # the CLI configures logging (JSON), once for the process
         debug=False,
     )
+    # Around the whole app, so that 404s and 405s of the router also carry x-request-id.
+    app.asgi_handler = RequestTelemetryMiddleware(app.asgi_handler, tracing=tracing)
+    return app

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from gateway.errors import InvalidRequest
+from gateway.units import parse_duration
 
 
 class Endpoint(StrEnum):
@@ -19,6 +20,11 @@ class Endpoint(StrEnum):
     COMPLETIONS = "/v1/completions"
     EMBEDDINGS = "/v1/embeddings"
 
+
+#: Typical bytes per token of English text under BPE vocabularies; only for estimates.
+BYTES_PER_TOKEN = 4
+#: Completion tokens assumed when a request sets no ``max_tokens``.
+DEFAULT_COMPLETION_ESTIMATE = 256
 
 _REQUIRED = {
     Endpoint.CHAT: "messages",
@@ -37,6 +43,9 @@ class ParsedRequest:
     #: The client asked for the usage chunk (``stream_options.include_usage``).
     wants_usage: bool
     max_tokens: int | None
+    #: Seconds to keep the model loaded after this request (Ollama's ``keep_alive``;
+    #: ``math.inf`` for -1); ``None``: the model's own. Not forwarded.
+    keep_alive: float | None = None
 
     def upstream_body(self) -> bytes:
         """What the backend receives: the client's bytes, unless a stream must be asked for
@@ -51,6 +60,14 @@ class ParsedRequest:
         """Bytes of prompt text: an upper bound on its tokens, before any chat template."""
         source = self.body.get(_REQUIRED[self.endpoint])
         return len(msgspec.json.encode(source))
+
+    def estimated_tokens(self) -> int:
+        """Tokens this request will likely cost, before it runs: what token limits charge
+        and fair queueing weighs (corrected with the real count afterwards)."""
+        prompt = self.prompt_size() // BYTES_PER_TOKEN
+        if self.endpoint is Endpoint.EMBEDDINGS:
+            return prompt
+        return prompt + (self.max_tokens or DEFAULT_COMPLETION_ESTIMATE)
 
 
 def parse(endpoint: Endpoint, raw: bytes) -> ParsedRequest:
@@ -84,15 +101,33 @@ def parse(endpoint: Endpoint, raw: bytes) -> ParsedRequest:
         raise _type_error("stream_options", "an object", options)
     wants_usage = bool(options and options.get("include_usage"))
 
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    if max_tokens is not None and (
-        not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
-    ):
+    max_tokens = None
+    for name in ("max_tokens", "max_completion_tokens"):  # the newer name wins
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InvalidRequest(
+                f"Invalid '{name}': expected an integer of at least 1, got {value!r}.",
+                param=name,
+            )
+        max_tokens = value
+    keep_alive = None
+    if "keep_alive" in body:  # the gateway's field, not llama-server's: taken out here
+        keep_alive = _keep_alive(body.pop("keep_alive"))
+        raw = msgspec.json.encode(body)
+    return ParsedRequest(endpoint, model, body, raw, stream, wants_usage, max_tokens, keep_alive)
+
+
+def _keep_alive(value: Any) -> float:
+    try:
+        return parse_duration(value)
+    except (TypeError, ValueError):
         raise InvalidRequest(
-            f"Invalid 'max_tokens': expected an integer of at least 1, got {max_tokens!r}.",
-            param="max_tokens",
-        )
-    return ParsedRequest(endpoint, model, body, raw, stream, wants_usage, max_tokens)
+            f"Invalid 'keep_alive': expected a duration such as 30s, 5m, 1h, 0 or -1, "
+            f"got {value!r}.",
+            param="keep_alive",
+        ) from None
 
 
 def _check_field(endpoint: Endpoint, value: Any) -> None:

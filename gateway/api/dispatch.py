@@ -1,6 +1,6 @@
-"""Take a parsed request down the path: resolve the model, check the prompt fits, lease a slot
-on the backend the routing policy prefers, send it, and — once the last byte has passed —
-give the lease back and account the tokens.
+"""Take a parsed request down the path: resolve the model, check the caller may use it and is
+within its limits, check the prompt fits, lease a slot on the backend the routing policy
+prefers, and send it. ``api/accounting.py`` closes the exchange after the last byte.
 
 A failure before the backend sent a byte is retried once on another backend; nothing has
 reached the client yet. After the first byte a failure ends the stream with an error event.
@@ -9,29 +9,31 @@ reached the client yet. After the first byte a failure ends the stream with an e
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import msgspec
 
-from gateway.admission.local import Admission, Lease
+from gateway.admission.leases import Admission, Lease, Ticket
+from gateway.api.accounting import Accountant, Exchange
+from gateway.auth.authenticator import Authenticator
 from gateway.errors import BackendFailed, UpstreamUnreachable
 from gateway.pool.backend import Backend
 from gateway.pool.pool import Pool
 from gateway.requests import ParsedRequest
+from gateway.routing.affinity import AffinityRouter, Lookup
 from gateway.routing.policies import Policy, Snapshot
+from gateway.store.apikeys import ApiKey
+from gateway.store.limits import Limiter, LimitState
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.request import RequestTelemetry
 from gateway.upstream.client import UpstreamResponse
-from gateway.upstream.sse import StreamOutcome, relay
+from gateway.upstream.sse import relay
 from gateway.upstream.tokens import check_fits
 
 log = logging.getLogger(__name__)
-
-#: Status recorded for a request whose client went away before the end.
-CLIENT_CLOSED = 499
 
 
 def _is_backend_fault(exc: Exception) -> bool:
@@ -41,25 +43,6 @@ def _is_backend_fault(exc: Exception) -> bool:
     return isinstance(exc, UpstreamUnreachable) or getattr(exc, "status", 0) in (502, 503, 504)
 
 
-@dataclass(eq=False)
-class Exchange:
-    """One request in flight on a backend: its lease, the open upstream answer, its clock."""
-
-    request: ParsedRequest
-    model: str
-    key: str
-    lease: Lease
-    upstream: UpstreamResponse
-    started_at: float
-    finished: bool = False
-    outcome: StreamOutcome = field(default_factory=StreamOutcome)
-    closing: asyncio.Future[None] | None = None
-
-    @property
-    def backend(self) -> Backend:
-        return self.lease.backend
-
-
 class Dispatcher:
     def __init__(
         self,
@@ -67,32 +50,134 @@ class Dispatcher:
         pool: Pool,
         admission: Admission,
         policy: Policy,
+        authenticator: Authenticator,
+        limiter: Limiter,
         metrics: Metrics,
+        affinity: AffinityRouter | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pool = pool
         self.admission = admission
         self.policy = policy
-        self.metrics = metrics
+        #: Prefix affinity (lookup, slot pinning, record); ``None`` unless routing by it.
+        self.affinity = affinity
+        self.authenticator = authenticator
+        self.limiter = limiter
         self.clock = clock
-        self._closing: set[asyncio.Future[None]] = set()
+        self.accountant = Accountant(
+            admission=admission, limiter=limiter, metrics=metrics, clock=clock
+        )
 
     async def open(
-        self, request: ParsedRequest, *, key: str = "none", headers: dict[str, str] | None = None
+        self,
+        request: ParsedRequest,
+        *,
+        key: ApiKey,
+        headers: dict[str, str] | None = None,
+        telemetry: RequestTelemetry | None = None,
     ) -> Exchange:
         started_at = self.clock()
+        telemetry = telemetry or RequestTelemetry.detached()
         model = self.pool.resolve(request.model)
-        await self._check_fits(model, request)
+        # Where the prefix is cached: its round trip overlaps the limits check.
+        lookup = self.affinity.prefetch(request, model) if self.affinity else None
+        with telemetry.phase("limits"):
+            self.authenticator.check_model(key, model)
+            estimate = request.estimated_tokens()
+            limits = await self.limiter.admit(key, estimate)
+        try:
+            self.pool.demand(model, request.keep_alive)  # loads a declared model if needed
+            await self._check_fits(model, request)
+            lease, upstream = await self._send(
+                model, request, key, limits, headers, telemetry, lookup
+            )
+        except BaseException:
+            if limits.request_id is not None:
+                await self.limiter.settle(key, estimate, 0, request_id=limits.request_id)
+            raise
+        telemetry.hold()  # the request's log line waits for the exchange to be accounted
+        return Exchange(
+            request, model, key, limits, lease, upstream, started_at, telemetry=telemetry
+        )
+
+    async def read_whole(self, exchange: Exchange) -> bytes:
+        """The whole answer of a non-streamed request, accounted."""
+        try:
+            body = await exchange.upstream.read()
+        except BaseException:
+            self.close(exchange, status=502)
+            raise
+        try:
+            answer = msgspec.json.decode(body)
+            usage = answer.get("usage")
+        except (msgspec.DecodeError, AttributeError):
+            answer = usage = None
+        if self.affinity is not None:
+            self.affinity.answered(exchange.lease, answer)
+        exchange.outcome.usage = usage
+        if isinstance(answer, dict):  # for the trace's gen_ai.response.finish_reasons
+            choices = answer.get("choices") or ()
+            reasons = [c["finish_reason"] for c in choices if c.get("finish_reason")]
+            exchange.outcome.finish_reasons = reasons
+        exchange.outcome.done = True
+        await self.close(exchange, status=200)
+        return body
+
+    async def stream(self, exchange: Exchange) -> AsyncIterator[bytes]:
+        """The answer's events as they arrive; accounted when the stream ends or breaks off."""
+        try:
+            async for piece in relay(
+                exchange.upstream,
+                exchange.outcome,
+                drop_usage=not exchange.request.wants_usage,
+                clock=self.clock,
+            ):
+                yield piece
+        finally:
+            self.close(exchange)
+
+    def close(self, exchange: Exchange, *, status: int | None = None):
+        """Give the lease back and account the request, once, however it ended."""
+        closing = self.accountant.close(exchange, status=status)
+        if self.affinity is not None:  # then, off the hot path, where its prefix now lives
+            self.affinity.record_after(exchange.lease, closing, exchange.outcome.usage)
+        return closing
+
+    # -- steps ------------------------------------------------------------------------------
+
+    async def _check_fits(self, model: str, request: ParsedRequest) -> None:
+        backends = self.pool.serving(model)
+        if backends:
+            widest = max(backends, key=lambda b: b.n_ctx)
+            await check_fits(widest.client, request, widest.n_ctx)
+
+    async def _send(
+        self,
+        model: str,
+        request: ParsedRequest,
+        key: ApiKey,
+        limits: LimitState,
+        headers: dict[str, str] | None,
+        telemetry: RequestTelemetry,
+        lookup: asyncio.Future[Lookup] | None,
+    ) -> tuple[Lease, UpstreamResponse]:
+        """Lease a slot and open the upstream request; one retry elsewhere before a byte."""
+        ticket = Ticket(key.id, key.weight, key.priority, max(1, request.estimated_tokens()))
         body = request.upstream_body()
         tried: set[Backend] = set()
         while True:
-            lease = await self._lease(model, frozenset(tried))
-            self.metrics.queue_wait.labels(model).observe(lease.waited)
+            with telemetry.phase("queue"):
+                lease = await self._lease(model, frozenset(tried), ticket, request, lookup)
+            self.accountant.metrics.queue_wait.labels(model).observe(lease.waited)
             backend = lease.backend
+            # x-request-id and the upstream span's traceparent
+            sent_headers = {**(headers or {}), **telemetry.upstream_headers(backend.name)}
             try:
-                upstream = await backend.client.open(request.endpoint, body, headers)
+                sent = self.affinity.body(lease, body) if self.affinity else body  # id_slot
+                upstream = await backend.client.open(request.endpoint, sent, sent_headers)
             except (UpstreamUnreachable, BackendFailed) as exc:
-                await self.admission.release(lease)
+                telemetry.end_upstream(exc.message)
+                await self._give_back(lease)
                 if _is_backend_fault(exc):
                     self.pool.record_failure(backend, exc.message)
                 tried.add(backend)
@@ -104,108 +189,39 @@ class Dispatcher:
                 )
                 continue
             except BaseException:
-                await self.admission.release(lease)
+                await self._give_back(lease)
                 raise
             self.pool.record_success(backend)
-            return Exchange(request, model, key, lease, upstream, started_at)
+            if limits.request_id is not None:
+                lease.renewals.append(
+                    functools.partial(
+                        self.limiter.renew_command, key=key, request_id=limits.request_id
+                    )
+                )
+            return lease, upstream
 
-    async def read_whole(self, exchange: Exchange) -> bytes:
-        """The whole answer of a non-streamed request, accounted."""
-        try:
-            body = await exchange.upstream.read()
-        except BaseException:
-            self.close(exchange, status=502)
-            raise
-        try:
-            usage = msgspec.json.decode(body).get("usage")
-        except (msgspec.DecodeError, AttributeError):
-            usage = None
-        exchange.outcome.usage = usage
-        exchange.outcome.done = True
-        await self.close(exchange, status=200)
-        return body
-
-    async def stream(self, exchange: Exchange) -> AsyncIterator[bytes]:
-        """The answer's events as they arrive; accounted when the stream ends or breaks off."""
-        outcome = exchange.outcome
-        try:
-            async for piece in relay(
-                exchange.upstream,
-                outcome,
-                drop_usage=not exchange.request.wants_usage,
-                clock=self.clock,
-            ):
-                yield piece
-        finally:
-            self.close(exchange)
-
-    def close(self, exchange: Exchange, *, status: int | None = None) -> asyncio.Future[None]:
-        """Give the lease back and account the request, once, however it ended.
-
-        Runs as a task of its own: a stream cut off by a client disconnect is inside a
-        cancelled scope, where any await would be cancelled again before the lease is back.
-        """
-        if exchange.finished:
-            return exchange.closing
-        exchange.finished = True
-
-        outcome = exchange.outcome
-        if status is None:
-            status = 200 if outcome.done else (502 if outcome.error else CLIENT_CLOSED)
-        if outcome.done:
-            exchange.upstream.finish()
-        else:
-            exchange.upstream.abort()  # llama-server cancels the task and frees the slot
-        exchange.closing = asyncio.ensure_future(self._finish(exchange, status))
-        self._closing.add(exchange.closing)
-        exchange.closing.add_done_callback(self._closing.discard)
-        return exchange.closing
-
-    async def _finish(self, exchange: Exchange, status: int) -> None:
-        await self.admission.release(exchange.lease)
-        self._account(exchange, status)
-
-    # -- steps ------------------------------------------------------------------------------
-
-    async def _check_fits(self, model: str, request: ParsedRequest) -> None:
-        backends = self.pool.serving(model)
-        if backends:
-            widest = max(backends, key=lambda b: b.n_ctx)
-            await check_fits(widest.client, request, widest.n_ctx)
-
-    async def _lease(self, model: str, exclude: frozenset[Backend]) -> Lease:
+    async def _lease(
+        self,
+        model: str,
+        exclude: frozenset[Backend],
+        ticket: Ticket,
+        request: ParsedRequest,
+        lookup: asyncio.Future[Lookup] | None,
+    ) -> Lease:
         candidates = self.pool.serving(model)
-        snapshot = Snapshot({b: self.admission.inflight(b) for b in candidates})
+        inflight = {b: self.admission.inflight(b) for b in candidates}
+        if self.affinity is None:
+            snapshot = Snapshot(inflight)
+        else:  # where this request's prefix is cached (looked up beside the limits check)
+            snapshot = await self.affinity.snapshot(request, model, candidates, inflight, lookup)
         ordered = await self.policy.choose(candidates, snapshot)
-        return await self.admission.acquire(model, ordered, exclude=exclude)
+        lease = await self.admission.acquire(model, ordered, exclude=exclude, ticket=ticket)
+        if self.affinity is not None:
+            self.affinity.place(request, model, snapshot, lease)
+        return lease
 
-    def _account(self, exchange: Exchange, status: int) -> None:
-        m, model, backend = self.metrics, exchange.model, exchange.backend.name
-        labels = (model, exchange.key, backend)
-        m.requests.labels(*labels, str(status)).inc()
-        now = self.clock()
-        m.request_duration.labels(model).observe(now - exchange.started_at)
-        outcome = exchange.outcome
-        first = outcome.first_byte_at
-        if first is not None and exchange.request.stream:
-            m.time_to_first_token.labels(model).observe(first - exchange.started_at)
-        usage: dict[str, Any] = outcome.usage or {}
-        prompt = int(usage.get("prompt_tokens") or 0)
-        completion = int(usage.get("completion_tokens") or 0)
-        cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
-        m.prompt_tokens.labels(*labels).inc(prompt)
-        m.completion_tokens.labels(*labels).inc(completion)
-        m.cached_prompt_tokens.labels(*labels).inc(cached)
-        if first is not None and completion > 1:
-            m.time_per_output_token.labels(model).observe((now - first) / (completion - 1))
-        log.info(
-            "request done",
-            extra={
-                "model": model,
-                "backend": backend,
-                "status": status,
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "cached_tokens": cached,
-            },
-        )
+    async def _give_back(self, lease: Lease) -> None:
+        """Release a lease that never carried a response."""
+        if self.affinity is not None:
+            self.affinity.forget(lease)
+        await self.admission.release(lease)

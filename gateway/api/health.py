@@ -5,9 +5,11 @@ from __future__ import annotations
 from litestar import Response, get
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
-from gateway.admission.local import Admission
+from gateway.admission.leases import Admission
+from gateway.pool.backend import Backend
 from gateway.pool.pool import Pool
-from gateway.telemetry.metrics import Metrics
+from gateway.pool.stats import kv_cache_tokens, kv_cache_usage_ratio
+from gateway.telemetry.metrics import BackendReading, Metrics, ModelReading
 
 
 @get("/health", sync_to_thread=False)
@@ -17,16 +19,20 @@ def health() -> dict:
 
 
 @get("/ready")
-async def ready(pool: Pool) -> Response:
-    """200 only while at least one backend can take requests."""
+async def ready(pool: Pool, admission: Admission) -> Response:
+    """200 only while at least one backend can take requests and the store answers."""
     backends = [
         {"backend": b.name, "model": b.model_id, "state": str(b.health), "slots": b.slots}
         for b in pool.backends
     ]
-    status = HTTP_200_OK if pool.any_ready else HTTP_503_SERVICE_UNAVAILABLE
+    ok = pool.any_ready and admission.store_ok
     return Response(
-        {"status": "ready" if pool.any_ready else "unavailable", "backends": backends},
-        status_code=status,
+        {
+            "status": "ready" if ok else "unavailable",
+            "store": admission.store_ok,
+            "backends": backends,
+        },
+        status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE,
     )
 
 
@@ -38,17 +44,36 @@ async def metrics(pool: Pool, admission: Admission, metrics: Metrics) -> bytes:
 
 def refresh_pool_gauges(metrics: Metrics, pool: Pool, admission: Admission) -> None:
     """Set the gauges that describe the pool as it is at scrape time."""
-    models: set[str] = set()
-    for backend in pool.backends:
-        model = backend.model_id or "unknown"
-        models.add(model)
-        metrics.backend_up.labels(backend.name, model).set(1 if backend.ready else 0)
-        metrics.slots_total.labels(backend.name, model).set(backend.slots)
-        metrics.slots_busy.labels(backend.name, model).set(admission.inflight(backend))
-    for model in models:
-        metrics.queue_depth.labels(model).set(admission.queue_depth(model))
-        inflight = sum(admission.inflight(b) for b in pool.backends if b.model_id == model)
-        metrics.inflight.labels(model).set(inflight)
+    backends = [_reading(backend, admission) for backend in pool.backends]
+    models = sorted({reading.model for reading in backends})
+    metrics.set_pool(
+        backends,
+        [
+            ModelReading(
+                model,
+                queue_depth=admission.queue_depth(model),
+                inflight=sum(r.slots_busy for r in backends if r.model == model),
+            )
+            for model in models
+        ],
+    )
+
+
+def _reading(backend: Backend, admission: Admission) -> BackendReading:
+    stats, slots = backend.stats, backend.slot_states
+    return BackendReading(
+        backend=backend.name,
+        model=backend.model_id or "unknown",
+        up=backend.ready,
+        slots_total=backend.slots,
+        slots_busy=admission.inflight(backend),
+        requests_deferred=stats.requests_deferred,
+        kv_cache_tokens=kv_cache_tokens(slots) if slots else None,
+        kv_cache_usage_ratio=kv_cache_usage_ratio(slots),
+        kv_cache_capacity_bytes=stats.kv_cache_capacity_bytes,
+        prompt_tokens_per_second=stats.prompt_tokens_per_second,
+        generation_tokens_per_second=stats.generation_tokens_per_second,
+    )
 
 
 ROUTES = [health, ready, metrics]

@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
+from gateway.pool.stats import ServerStats
 from gateway.upstream.client import BackendClient
 
 
@@ -31,6 +32,10 @@ class Backend:
     last_error: str | None = None
     #: The last ``/slots`` answer, for KV-cache accounting.
     slot_states: list[dict[str, Any]] = field(default_factory=list)
+    #: Load, speed and KV-cache size learnt by the probe (``/metrics``, GGUF header).
+    stats: ServerStats = field(default_factory=ServerStats)
+    #: Being drained: takes no new requests, finishes those in flight, then leaves the pool.
+    draining: bool = False
 
     @property
     def name(self) -> str:
@@ -39,7 +44,7 @@ class Backend:
 
     @property
     def ready(self) -> bool:
-        return self.health is Health.READY and self.slots > 0
+        return self.health is Health.READY and self.slots > 0 and not self.draining
 
     def __repr__(self) -> str:
         return f"Backend({self.name}, {self.health}, model={self.model_id}, slots={self.slots})"

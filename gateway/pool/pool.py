@@ -35,6 +35,7 @@ class Pool:
         self.probe_interval = probe_interval
         self.failure_threshold = failure_threshold
         self._on_ready: list[Callable[[Backend], None]] = []
+        self._on_demand: list[Callable[[str, float | None], None]] = []
         self._wake = asyncio.Event()
 
     # -- membership -------------------------------------------------------------------------
@@ -43,9 +44,28 @@ class Pool:
         self.backends.append(backend)
         self._wake.set()
 
+    def remove(self, backend: Backend) -> None:
+        """Take ``backend`` out of the pool (its provider stopped it or lost it)."""
+        if backend in self.backends:
+            self.backends.remove(backend)
+
+    def drain(self, backend: Backend) -> None:
+        """No new requests for ``backend``; those in flight finish (``serving`` skips it)."""
+        backend.draining = True
+
     def on_ready(self, listener: Callable[[Backend], None]) -> None:
         """Call ``listener(backend)`` whenever a backend becomes ready or gains slots."""
         self._on_ready.append(listener)
+
+    def on_demand(self, listener: Callable[[str, float | None], None]) -> None:
+        """Call ``listener(model, keep_alive)`` for every request of a model (the scheduler
+        loads it, or keeps it loaded); a listener may refuse with a :class:`GatewayError`."""
+        self._on_demand.append(listener)
+
+    def demand(self, model: str, keep_alive: float | None = None) -> None:
+        """A request for ``model`` arrived, asking to keep it ``keep_alive`` seconds."""
+        for listener in self._on_demand:
+            listener(model, keep_alive)
 
     # -- questions from the request path ----------------------------------------------------
 
@@ -62,6 +82,13 @@ class Pool:
             return self.resolve(name)
         except ModelNotFound:
             return "unknown"
+
+    def by_name(self, name: str) -> Backend | None:
+        """The backend with this ``host:port`` name (how the shared store names it)."""
+        for backend in self.backends:
+            if backend.name == name:
+                return backend
+        return None
 
     def serving(self, model: str) -> list[Backend]:
         return [b for b in self.backends if b.ready and b.model_id == model]

@@ -1,11 +1,17 @@
 """Probe one backend: ``/health`` for liveness, ``/props`` and ``/v1/models`` for its slots,
-context and model id, ``/slots`` for what each slot holds. Updates the :class:`Backend` in place.
+context and model id, ``/slots`` for what each slot holds, ``/metrics`` (when the server has
+it) for its own queue and speed. Updates the :class:`Backend` in place.
 """
 
 from __future__ import annotations
 
+import logging
+
 from gateway.errors import BackendError, GatewayError
 from gateway.pool.backend import Backend, Health
+from gateway.pool.stats import parse_server_metrics
+
+log = logging.getLogger(__name__)
 
 PROBE_TIMEOUT = 3.0
 
@@ -38,6 +44,8 @@ async def probe(backend: Backend) -> None:
     data = models.get("data") or []
     backend.model_id = data[0]["id"] if data else props.get("model_alias")
     backend.slot_states = slots
+    await _server_metrics(backend, props)
+    backend.stats.track_capacity(props.get("model_path"), backend.n_ctx, backend.slots)
     # A good probe brings a failing backend back into rotation.
     backend.failures = 0
     backend.last_error = None
@@ -52,3 +60,26 @@ async def _slots(backend: Backend) -> list[dict]:
             return []
         raise
     return slots if isinstance(slots, list) else []
+
+
+async def _server_metrics(backend: Backend, props: dict) -> None:
+    """Read the backend's ``/metrics``, if it was started with ``--metrics``.
+
+    A failure here is not a failed probe: the backend serves requests without it.
+    """
+    stats = backend.stats
+    # Recent servers say in /props whether they have /metrics; for older ones, a 404 or 501
+    # answer tells once.
+    if not props.get("endpoint_metrics", stats.metrics_enabled):
+        return
+    try:
+        text = await backend.client.get("/metrics", timeout=PROBE_TIMEOUT)
+        counters = parse_server_metrics(text.decode(errors="replace"))
+    except BackendError as exc:
+        if exc.status in (404, 501):
+            stats.metrics_enabled = False
+        return
+    except (GatewayError, ValueError) as exc:
+        log.debug("backend %s: no /metrics reading: %s", backend.name, exc)
+        return
+    stats.observe(counters)

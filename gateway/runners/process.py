@@ -1,6 +1,7 @@
-"""A ``llama-server`` runner as a local subprocess — the embedded default, like the runner
-Ollama forks: the gateway picks a free port, starts it, waits until ``/health`` is 200, keeps
-its log, and stops it with the gateway. A crash of the runner is only the runner's.
+"""The ``process`` driver: a ``llama-server`` runner as a local subprocess — the embedded
+default, like the runner Ollama forks. The gateway picks a free port, starts it (on one GPU
+through ``CUDA_VISIBLE_DEVICES`` when placed on one), waits until ``/health`` is 200, keeps the
+tail of its log, and notices at once when it exits. A crash of the runner is only the runner's.
 """
 
 from __future__ import annotations
@@ -8,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from collections import deque
 from pathlib import Path
-
-import aiohttp
+from typing import Any
 
 from gateway.config import ModelSpec
+from gateway.runners.args import server_args
 from gateway.runners.binary import RunnerError
+from gateway.runners.health import wait_healthy
 
 log = logging.getLogger(__name__)
 
@@ -28,97 +31,86 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def server_args(spec: ModelSpec, *, host: str, port: int, api_key: str | None) -> list[str]:
-    """The ``llama-server`` command line for ``spec`` (without the binary)."""
-    args = [
-        "-m",
-        spec.path,
-        "--host",
-        host,
-        "--port",
-        str(port),
-        "--alias",
-        spec.model_id,
-        "-np",
-        str(spec.parallel),
-        "-c",
-        str(spec.ctx_size),
-        "--metrics",
-    ]
-    if spec.embeddings:
-        args.append("--embeddings")
-        if spec.pooling:
-            args += ["--pooling", spec.pooling]
-    if api_key:
-        args += ["--api-key", api_key]
-    return args + list(spec.extra_args)
-
-
 class ProcessRunner:
+    """One ``llama-server`` subprocess for one model."""
+
     def __init__(
         self,
         spec: ModelSpec,
         binary: Path,
         *,
+        gpu: str | None = None,
         host: str = "127.0.0.1",
         api_key: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.spec = spec
         self.binary = binary
+        self.gpu = gpu
         self.host = host
         self.api_key = api_key
+        self.env = dict(env or {})
         self.port: int | None = None
         self.process: asyncio.subprocess.Process | None = None
         self.log_tail: deque[str] = deque(maxlen=_LOG_TAIL)
-        self._pump: asyncio.Task[None] | None = None
+        #: Set when the process has exited, for whatever reason.
+        self.exited = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     async def start(self, timeout: float) -> None:
-        if not Path(self.spec.path).is_file():
+        if self.spec.path and not Path(self.spec.path).is_file():
             raise RunnerError(f"model file {self.spec.path!r} does not exist")
         self.port = free_port(self.host)
         args = server_args(self.spec, host=self.host, port=self.port, api_key=self.api_key)
-        log.info("starting runner for %s on port %d", self.spec.model_id, self.port)
+        env = dict(self.env)
+        if self.gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = self.gpu
+        log.info(
+            "starting runner for %s on port %d%s",
+            self.spec.model_id,
+            self.port,
+            f" (GPU {self.gpu})" if self.gpu is not None else "",
+        )
         self.process = await asyncio.create_subprocess_exec(
             str(self.binary),
             *args,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, **env} if env else None,
         )
-        self._pump = asyncio.create_task(self._keep_log(self.process.stdout))
+        self._tasks = [
+            asyncio.create_task(self._keep_log(self.process.stdout)),
+            asyncio.create_task(self._watch(self.process)),
+        ]
         try:
-            await self._wait_healthy(timeout)
+            await wait_healthy(self.url, timeout, self.exited, self._died_message, self.api_key)
         except BaseException:
             await self.stop()
             raise
 
-    async def _wait_healthy(self, timeout: float) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        async with aiohttp.ClientSession() as session:
-            while loop.time() < deadline:
-                if self.process is None or self.process.returncode is not None:
-                    raise RunnerError(self._died_message())
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with session.get(
-                        f"{self.url}/health", timeout=aiohttp.ClientTimeout(total=2)
-                    ) as response:
-                        if response.status == 200:
-                            return
-                await asyncio.sleep(0.1)
-        raise RunnerError(
-            f"runner for {self.spec.model_id} did not become healthy within {timeout:g} s"
-        )
+    def describe(self) -> dict[str, Any]:
+        process = self.process
+        return {
+            "driver": "process",
+            "url": self.url,
+            "pid": process.pid if process else None,
+            "exit_code": process.returncode if process else None,
+        }
 
     def _died_message(self) -> str:
         code = self.process.returncode if self.process else None
         tail = "\n".join(list(self.log_tail)[-10:])
         name = self.spec.model_id
         return f"llama-server for {name} exited with code {code} while loading:\n{tail}"
+
+    async def _watch(self, process: asyncio.subprocess.Process) -> None:
+        await process.wait()
+        self.exited.set()
 
     async def _keep_log(self, stream: asyncio.StreamReader | None) -> None:
         if stream is None:
@@ -137,7 +129,30 @@ class ProcessRunner:
             except TimeoutError:
                 process.kill()
                 await process.wait()
-        if self._pump is not None:
-            self._pump.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._pump
+                await task
+        self.exited.set()
+
+
+class ProcessDriver:
+    """Starts :class:`ProcessRunner` s with one binary and one environment."""
+
+    name = "process"
+
+    def __init__(
+        self, binary: Path, *, api_key: str | None = None, hf_endpoint: str | None = None
+    ) -> None:
+        self.binary = binary
+        self.api_key = api_key
+        self.env = {"HF_ENDPOINT": hf_endpoint} if hf_endpoint else {}
+
+    async def prepare(self) -> None:
+        pass
+
+    def runner(self, spec: ModelSpec, gpu: str | None) -> ProcessRunner:
+        return ProcessRunner(spec, self.binary, gpu=gpu, api_key=self.api_key, env=self.env)
+
+    async def close(self) -> None:
+        pass

@@ -10,21 +10,19 @@ see half of one.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Iterator, Mapping
-from importlib import resources
+from collections.abc import Mapping
 from typing import Annotated, Any, TypeVar
 
 import msgspec
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from gateway.errors import GatewayError, InvalidRequest, Unavailable
+from gateway.errors import GatewayError, InvalidRequest
 from gateway.store import keys
+from gateway.store.connection import reachable, script
 
 SECRET_PREFIX = "sk-lg-"
 SECRET_BYTES = 32
@@ -146,10 +144,10 @@ class KeyStore:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._create = redis.register_script(_script("apikeys_create.lua"))
-        self._update = redis.register_script(_script("apikeys_update.lua"))
-        self._revoke = redis.register_script(_script("apikeys_revoke.lua"))
-        self._lookup = redis.register_script(_script("apikeys_lookup.lua"))
+        self._create = redis.register_script(script("apikeys_create.lua"))
+        self._update = redis.register_script(script("apikeys_update.lua"))
+        self._revoke = redis.register_script(script("apikeys_revoke.lua"))
+        self._lookup = redis.register_script(script("apikeys_lookup.lua"))
 
     async def create(self, /, **fields: Any) -> tuple[ApiKey, str]:
         """Make a key from validated ``fields``; returns the record and the secret, which is
@@ -160,7 +158,7 @@ class KeyStore:
             key_id = "key_" + secrets.token_hex(6)
             secret = SECRET_PREFIX + secrets.token_urlsafe(SECRET_BYTES)
             digest = hash_secret(secret)
-            with _reachable():
+            with reachable("key store"):
                 created = await self._create(
                     keys=[keys.api_key(key_id), keys.api_key_by_hash(digest), keys.API_KEY_IDS],
                     args=[key_id, digest, *_pairs({"id": key_id, **values})],
@@ -170,13 +168,13 @@ class KeyStore:
         raise RuntimeError("could not find a free key id in three tries")
 
     async def get(self, key_id: str) -> ApiKey | None:
-        with _reachable():
+        with reachable("key store"):
             fields = await self._redis.hgetall(keys.api_key(key_id))
         return _decode(fields)[0] if fields else None
 
     async def list(self) -> list[ApiKey]:
         """Every key, revoked ones too, oldest first."""
-        with _reachable():
+        with reachable("key store"):
             ids = sorted(await self._redis.smembers(keys.API_KEY_IDS))
             if not ids:
                 return []
@@ -196,7 +194,7 @@ class KeyStore:
             )
         if "models" in values:
             values["models"] = _unique(values["models"])
-        with _reachable():
+        with reachable("key store"):
             result = await self._update(keys=[keys.api_key(key_id)], args=_pairs(values))
         if result == b"missing":
             raise _not_found(key_id)
@@ -207,7 +205,7 @@ class KeyStore:
     async def revoke(self, key_id: str) -> ApiKey:
         """Stop the key's secret from working (its hash index goes); the record stays, marked
         revoked. Revoking a revoked key returns it unchanged."""
-        with _reachable():
+        with reachable("key store"):
             result = await self._revoke(
                 keys=[keys.api_key(key_id)], args=[keys.api_key_by_hash("")]
             )
@@ -217,7 +215,7 @@ class KeyStore:
 
     async def lookup(self, sha256_hex: str) -> tuple[ApiKey, str] | None:
         """The key whose secret has this SHA-256, with the stored hash, or ``None``."""
-        with _reachable():
+        with reachable("key store"):
             result = await self._lookup(
                 keys=[keys.api_key_by_hash(sha256_hex)], args=[keys.api_key("")]
             )
@@ -237,21 +235,6 @@ def hash_secret(secret: str) -> str:
 
 
 # -- helpers -------------------------------------------------------------------------------
-def _script(name: str) -> str:
-    return resources.files(__package__).joinpath(name).read_text()
-
-
-@contextlib.contextmanager
-def _reachable() -> Iterator[None]:
-    """Redis down or still loading: a 503 with ``Retry-After``, not a 500."""
-    try:
-        yield
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-        raise Unavailable(
-            "The gateway's key store is unreachable; try again shortly.", retry_after=1.0
-        ) from exc
-
-
 _T = TypeVar("_T")
 _AT_FIELD = re.compile(r" - at `\$\.([A-Za-z_]+)[^`]*`$")
 _UNKNOWN = re.compile(r"Object contains unknown field `(.+)`")

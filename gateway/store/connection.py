@@ -3,7 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from importlib import resources
+
 import redis.asyncio as redis
+from redis import exceptions as redis_errors
+
+from gateway.errors import Unavailable
 
 
 def connect(url: str) -> redis.Redis:
@@ -19,3 +26,19 @@ def connect(url: str) -> redis.Redis:
         health_check_interval=10,
         retry_on_timeout=False,
     )
+
+
+def script(name: str) -> str:
+    """The text of a Lua script kept beside this package's modules."""
+    return resources.files(__package__).joinpath(name).read_text()
+
+
+@contextlib.contextmanager
+def reachable(store: str) -> Iterator[None]:
+    """Redis down or still loading: the client gets a 503 with ``Retry-After``, not a 500."""
+    try:
+        yield
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+        raise Unavailable(
+            f"The gateway's {store} is unreachable; try again shortly.", retry_after=1.0
+        ) from exc

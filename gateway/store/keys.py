@@ -46,41 +46,36 @@ def limit(key_id: str, what: str) -> str:
 
 
 # -- admission: slot leases and the fair queue (tag: the model) ----------------------------
+# The admission scripts derive every key of a model from its prefix (see admission_lib.lua):
+# ``leases:<backend>`` ZSET, ``q:keys`` ZSET, ``q:k:<key id>`` ZSET, ``w:<waiter>`` HASH,
+# ``q:n``, ``q:seq``, ``vt`` STRING and ``ft`` HASH — all in the model's hash slot.
+def model_prefix(model: str) -> str:
+    """The prefix of every admission key of one model."""
+    return f"{PREFIX}:{{{model}}}:"
+
+
 def leases(model: str, backend: str) -> str:
-    """ZSET lease_id -> expiry (ms): requests in flight on one backend."""
-    return f"{PREFIX}:{{{model}}}:leases:{backend}"
-
-
-def slots(model: str) -> str:
-    """HASH backend -> slot count, written by the pool probes."""
-    return f"{PREFIX}:{{{model}}}:slots"
+    """ZSET lease id -> expiry (ms): requests in flight on one backend."""
+    return f"{model_prefix(model)}leases:{backend}"
 
 
 def queue_keys(model: str) -> str:
-    """ZSET key_id -> virtual finish tag of its head waiter: which key is served next."""
-    return f"{PREFIX}:{{{model}}}:q:keys"
-
-
-def queue_of_key(model: str, key_id: str) -> str:
-    """LIST of waiter ids of one API key, FIFO."""
-    return f"{PREFIX}:{{{model}}}:q:k:{key_id}"
-
-
-def waiter(model: str, waiter_id: str) -> str:
-    """HASH: one waiter's key, cost, replica, deadline."""
-    return f"{PREFIX}:{{{model}}}:w:{waiter_id}"
-
-
-def virtual_time(model: str) -> str:
-    """STRING: the model's fair-queueing clock."""
-    return f"{PREFIX}:{{{model}}}:vt"
-
-
-def finish_tags(model: str) -> str:
-    """HASH key_id -> last finish tag."""
-    return f"{PREFIX}:{{{model}}}:ft"
+    """ZSET API key id -> finish tag of its head waiter: which key is served next."""
+    return f"{model_prefix(model)}q:keys"
 
 
 def grants(replica: str) -> str:
-    """LIST of "model waiter lease backend" grants for one gateway replica to hand out."""
+    """LIST of ``model\twaiter\tbackend`` grants for one gateway replica to hand out."""
     return f"{PREFIX}:grants:{replica}"
+
+
+# -- prefix affinity (tag: the model) --------------------------------------------------------
+def affinity_entry(model: str, entry: str) -> str:
+    """HASH backend url -> ``slot:tokens held`` (``-1``: slot unknown) of the backends that
+    served a prompt prefix whose fingerprint chain holds ``entry``. Expires with the TTL."""
+    return f"{PREFIX}:{{{model}}}:aff:e:{entry}"
+
+
+def affinity_index(model: str) -> str:
+    """ZSET entry -> last recorded (ms): bounds the model's entries, oldest evicted first."""
+    return f"{PREFIX}:{{{model}}}:aff:idx"

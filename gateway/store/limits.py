@@ -27,20 +27,17 @@ when queued with :meth:`Limiter.settle_command` on the caller's pipeline; ``rene
 
 from __future__ import annotations
 
-import contextlib
 import math
 import secrets
-from collections.abc import Iterator
-from importlib import resources
 
 import msgspec
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
-from gateway.errors import RateLimited, Unavailable
+from gateway.errors import RateLimited
 from gateway.store import keys
 from gateway.store.apikeys import ApiKey
+from gateway.store.connection import reachable, script
 
 
 class Window(msgspec.Struct, frozen=True):
@@ -86,11 +83,11 @@ class Limiter:
         if concurrency_ttl <= 0:
             raise ValueError("concurrency_ttl must be positive")
         self.concurrency_ttl = concurrency_ttl
-        lib = _script("limits_lib.lua")
-        self._admit = redis.register_script(lib + _script("limits_admit.lua"))
-        self._settle_source = lib + _script("limits_settle.lua")
+        lib = script("limits_lib.lua")
+        self._admit = redis.register_script(lib + script("limits_admit.lua"))
+        self._settle_source = lib + script("limits_settle.lua")
         self._settle = redis.register_script(self._settle_source)
-        self._renew_source = lib + _script("limits_renew.lua")
+        self._renew_source = lib + script("limits_renew.lua")
         self._renew = redis.register_script(self._renew_source)
 
     async def admit(self, key: ApiKey, estimated_tokens: int) -> LimitState:
@@ -99,7 +96,7 @@ class Limiter:
             raise ValueError("estimated_tokens must not be negative")
         if not key.has_limits:
             return LimitState(estimated_tokens=estimated_tokens)
-        with _reachable():
+        with reachable("limit store"):
             reply = await self._admit(
                 keys=[keys.limit(key.id, part) for part in keys.LIMIT_PARTS],
                 args=[
@@ -138,7 +135,7 @@ class Limiter:
         request's place among those in flight."""
         if request_id is None:
             return
-        with _reachable():
+        with reachable("limit store"):
             await self._settle(
                 keys=self._settle_keys(key),
                 args=self._settle_args(key, estimated_tokens, actual_tokens, request_id),
@@ -175,7 +172,7 @@ class Limiter:
         ``False`` if it was no longer counted (settled, or expired and purged)."""
         if request_id is None or key.max_concurrency is None:
             return False
-        with _reachable():
+        with reachable("limit store"):
             return bool(
                 await self._renew(
                     keys=[keys.limit(key.id, "conc")], args=[request_id, self._ttl_ms]
@@ -273,18 +270,3 @@ def _window(limit: int | None, remaining: int, reset_ms: int) -> Window | None:
 
 def _budget(limit: int | None, used: int, reset_ms: int) -> Window | None:
     return None if limit is None else Window(limit, max(0, limit - used), reset_ms / 1000)
-
-
-def _script(name: str) -> str:
-    return resources.files(__package__).joinpath(name).read_text()
-
-
-@contextlib.contextmanager
-def _reachable() -> Iterator[None]:
-    """Redis down or still loading: a 503 with ``Retry-After``, not a 500."""
-    try:
-        yield
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
-        raise Unavailable(
-            "The gateway's limit store is unreachable; try again shortly.", retry_after=1.0
-        ) from exc

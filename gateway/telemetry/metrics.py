@@ -7,10 +7,37 @@ status class).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _TOKEN_TIME_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class BackendReading:
+    """One backend as the pool sees it at scrape time; ``None`` leaves a series out."""
+
+    backend: str
+    model: str
+    up: bool
+    slots_total: int
+    slots_busy: int
+    requests_deferred: float | None = None
+    kv_cache_tokens: int | None = None
+    kv_cache_usage_ratio: float | None = None
+    kv_cache_capacity_bytes: int | None = None
+    prompt_tokens_per_second: float | None = None
+    generation_tokens_per_second: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelReading:
+    model: str
+    queue_depth: int
+    inflight: int
 
 
 class Metrics:
@@ -36,6 +63,19 @@ class Metrics:
             "llama_gateway_cached_prompt_tokens",
             "Prompt tokens served from the backends' KV cache.",
             request,
+            registry=r,
+        )
+        self.computed_prompt_tokens = Counter(
+            "llama_gateway_computed_prompt_tokens",
+            "Prompt tokens the backends computed: prompt minus those served from cache.",
+            request,
+            registry=r,
+        )
+        self.affinity_decisions = Counter(
+            "llama_gateway_affinity_decisions",
+            "Affinity routing: requests sent to the backend with the longest cached prefix "
+            "(hit), elsewhere although one had it (spill), or with no prefix known (miss).",
+            ("model", "outcome"),
             registry=r,
         )
         self.completion_tokens = Counter(
@@ -97,6 +137,69 @@ class Metrics:
         self.slots_busy = Gauge(
             "llama_gateway_slots_busy", "Slots leased by this gateway.", backend, registry=r
         )
+        self.requests_deferred = Gauge(
+            "llama_gateway_backend_requests_deferred",
+            "Requests waiting in the backend's own queue (its /metrics).",
+            backend,
+            registry=r,
+        )
+        self.kv_cache_tokens = Gauge(
+            "llama_gateway_kv_cache_tokens",
+            "Tokens held in the backend's KV cache, summed over its slots (from /slots).",
+            backend,
+            registry=r,
+        )
+        self.kv_cache_usage_ratio = Gauge(
+            "llama_gateway_kv_cache_usage_ratio",
+            "Tokens held in the KV cache over the slots' context (from /slots).",
+            backend,
+            registry=r,
+        )
+        self.kv_cache_capacity_bytes = Gauge(
+            "llama_gateway_kv_cache_capacity_bytes",
+            "Memory the backend's KV cache takes, from the model's GGUF header.",
+            backend,
+            registry=r,
+        )
+        self.backend_prompt_speed = Gauge(
+            "llama_gateway_backend_prompt_tokens_per_second",
+            "Prompt tokens processed per second of processing time, between two probes.",
+            backend,
+            registry=r,
+        )
+        self.backend_generation_speed = Gauge(
+            "llama_gateway_backend_generation_tokens_per_second",
+            "Tokens generated per second of generation time, between two probes.",
+            backend,
+            registry=r,
+        )
+
+    def set_pool(self, backends: Iterable[BackendReading], models: Iterable[ModelReading]) -> None:
+        """Replace the pool gauges with this reading: series of backends and models that left
+        the pool, or whose value is unknown, disappear."""
+        per_backend = (
+            (self.backend_up, "up"),
+            (self.slots_total, "slots_total"),
+            (self.slots_busy, "slots_busy"),
+            (self.requests_deferred, "requests_deferred"),
+            (self.kv_cache_tokens, "kv_cache_tokens"),
+            (self.kv_cache_usage_ratio, "kv_cache_usage_ratio"),
+            (self.kv_cache_capacity_bytes, "kv_cache_capacity_bytes"),
+            (self.backend_prompt_speed, "prompt_tokens_per_second"),
+            (self.backend_generation_speed, "generation_tokens_per_second"),
+        )
+        for gauge, _ in per_backend:
+            gauge.clear()
+        self.queue_depth.clear()
+        self.inflight.clear()
+        for reading in backends:
+            for gauge, attribute in per_backend:
+                value = getattr(reading, attribute)
+                if value is not None:
+                    gauge.labels(reading.backend, reading.model).set(float(value))
+        for model in models:
+            self.queue_depth.labels(model.model).set(model.queue_depth)
+            self.inflight.labels(model.model).set(model.inflight)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

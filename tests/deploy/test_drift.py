@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from gateway.api.health import ROUTES
-from gateway.config import DEFAULT_PORT, ENV_PREFIX, Settings, load_settings
+from gateway.config import DEFAULT_PORT, ENV_PREFIX, ROUTING_POLICIES, Settings, load_settings
 
 from .conftest import DEPLOY, DOCKERFILES, NAMESPACE, ROOT, Rendered, read_env_file
 from .test_dockerfiles import instructions, stages
@@ -139,7 +139,7 @@ def test_compose_gateway_and_runners_share_the_internal_key(project, example_env
 
 def test_env_example_names_real_settings(example_env, setting_names) -> None:
     assert gateway_env_names(example_env) <= setting_names
-    assert example_env["GATEWAY_ROUTING"] in {"least-busy", "round-robin"}
+    assert example_env["GATEWAY_ROUTING"] in ROUTING_POLICIES
 
 
 def test_prometheus_scrapes_the_real_endpoints(gateway_paths, compose, example_env) -> None:

@@ -1,0 +1,340 @@
+"""Slot leases and the fair wait queue, shared by every gateway replica through the store.
+
+A request holds a *lease* on one slot of one backend from admission to its last byte, so no
+backend ever has more requests in flight than it has slots, however many replicas admit
+them: the rest wait in the model's queue — bounded, with a deadline, and fair across API keys
+by weight — not in llama-server's unbounded internal queue.
+
+This module is one replica's side of it: a future per local waiter, resolved when a grant
+names it (returned by a script this replica ran, or posted to its mailbox by another
+replica); a loop that renews the leases of running requests, so a replica that dies leaks
+its slots only until their TTL; and a pump now and then, so slots freed by expiry reach the
+queue. ``memory://`` runs the very same scripts in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import secrets
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from redis.asyncio.client import Pipeline
+
+from gateway.errors import GatewayError, QueueFull, QueueTimeout
+from gateway.pool.backend import Backend
+from gateway.store.admission import AdmissionStore, Grant, Reply
+from gateway.store.connection import reachable
+
+log = logging.getLogger(__name__)
+
+#: Seconds one ``BLPOP`` on the grant mailbox waits before looking again.
+MAILBOX_WAIT = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """Who is asking, for fair queueing: the API key, its weight and priority, the cost."""
+
+    key_id: str = "anonymous"
+    weight: float = 1.0
+    priority: int = 0
+    cost: int = 1
+
+
+@dataclass(eq=False)
+class Lease:
+    backend: Backend
+    model: str
+    id: str
+    granted_at: float = field(default_factory=time.monotonic)
+    #: Seconds the request waited in the queue for this lease.
+    waited: float = 0.0
+    #: Commands queued on the renewal pipeline beside the lease (e.g. the key's
+    #: concurrency entry in the limits store).
+    renewals: list[Callable[[Pipeline], None]] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class _Waiter:
+    future: asyncio.Future[Lease]
+    model: str
+    key_id: str
+    enqueued_at: float
+
+
+class Admission:
+    def __init__(
+        self,
+        store: AdmissionStore,
+        *,
+        backends: Callable[[str], Sequence[Backend]],
+        by_name: Callable[[str], Backend | None],
+        queue_size: int,
+        queue_timeout: float,
+        lease_ttl: float = 15.0,
+    ) -> None:
+        self.store = store
+        self._backends = backends  # ready backends serving a model
+        self._by_name = by_name
+        self.queue_size = queue_size
+        self.queue_timeout = queue_timeout
+        self.lease_ttl = lease_ttl
+        self.replica = secrets.token_hex(6)
+        self._waiters: dict[str, _Waiter] = {}
+        self._held: dict[str, Lease] = {}
+        #: Leases per backend and waiters per model, as the last script saw them (all
+        #: replicas'): the routing snapshot and the gauges read these.
+        self._loads: dict[Backend, int] = defaultdict(int)
+        self._queued: dict[str, int] = defaultdict(int)
+        self._service_time: dict[str, float] = defaultdict(lambda: 1.0)
+        self._tasks: set[asyncio.Task] = set()
+        self._stopping = asyncio.Event()
+        self.store_ok = True
+
+    # -- what the request path and the gauges read ----------------------------------------
+
+    def inflight(self, backend: Backend) -> int:
+        return self._loads[backend]
+
+    def queue_depth(self, model: str) -> int:
+        return self._queued[model]
+
+    # -- acquire and release --------------------------------------------------------------
+
+    async def acquire(
+        self,
+        model: str,
+        candidates: list[Backend],
+        *,
+        exclude: frozenset[Backend] = frozenset(),
+        ticket: Ticket = Ticket(),
+    ) -> Lease:
+        """A lease on the first candidate with a free slot (``candidates`` in the routing
+        policy's order), or on the first slot handed to this request while it waits."""
+        waiter_id = secrets.token_hex(8)
+        waiter = _Waiter(
+            asyncio.get_running_loop().create_future(), model, ticket.key_id, time.monotonic()
+        )
+        self._waiters[waiter_id] = waiter
+        pairs = self._pairs(model, candidates)
+        try:
+            reply = await self.store.acquire(
+                model,
+                key_id=ticket.key_id,
+                waiter=waiter_id,
+                replica=self.replica,
+                weight=ticket.weight,
+                cost=ticket.cost,
+                priority=ticket.priority,
+                timeout=self.queue_timeout,
+                bound=self.queue_size,
+                exclude=[b.name for b in exclude],
+                candidates=pairs,
+            )
+        except BaseException:
+            del self._waiters[waiter_id]
+            raise
+        self._observe(model, pairs, reply)
+        if reply.status == "granted":
+            del self._waiters[waiter_id]
+            return self._hold(waiter_id, model, reply.backend)
+        if reply.status == "full":
+            del self._waiters[waiter_id]
+            raise QueueFull(
+                f"The queue for model '{model}' is full ({self.queue_size} waiting)",
+                retry_after=self._retry_after(model, candidates),
+            )
+        try:
+            lease = await asyncio.wait_for(asyncio.shield(waiter.future), self.queue_timeout)
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            self._spawn(self._abandon(waiter_id, waiter))
+            if isinstance(exc, TimeoutError):
+                raise QueueTimeout(
+                    f"No slot for model '{model}' became free within {self.queue_timeout:g} s",
+                    retry_after=self._retry_after(model, candidates),
+                ) from None
+            raise
+        lease.waited = lease.granted_at - waiter.enqueued_at
+        return lease
+
+    def release_command(self, pipe: Pipeline, lease: Lease) -> Callable[[object], None]:
+        """Queue the release of ``lease`` on ``pipe``; returns what to do with its reply,
+        so the caller can send it in one round trip with its own commands."""
+        self._held.pop(lease.id, None)
+        held = time.monotonic() - lease.granted_at
+        self._service_time[lease.model] = 0.8 * self._service_time[lease.model] + 0.2 * held
+        pairs = self._pairs(lease.model, [lease.backend])
+        self.store.release_command(pipe, lease.model, lease.backend.name, lease.id, pairs)
+
+        def handle(items: object) -> None:
+            if isinstance(items, Exception):
+                log.warning(
+                    "releasing a lease on %s failed (it expires by itself): %s",
+                    lease.backend.name,
+                    items,
+                )
+                return
+            reply = self.store.parse_release(items, pairs)
+            self._observe(lease.model, pairs, reply)
+
+        return handle
+
+    async def release(self, lease: Lease) -> None:
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            handle = self.release_command(pipe, lease)
+            try:
+                with reachable("admission store"):
+                    (items,) = await pipe.execute(raise_on_error=False)
+            except GatewayError as exc:
+                items = exc
+        handle(items)
+
+    def offer(self, backend: Backend) -> None:
+        """A backend became ready or gained slots: hand them to the model's waiters."""
+        if backend.model_id is not None:
+            self._spawn(self._pump(backend.model_id))
+
+    # -- background loops (started by the app's lifespan) --------------------------------
+
+    async def run(self) -> None:
+        """Take grants from this replica's mailbox; renew running leases; pump now and then.
+        Ends after :meth:`stop`."""
+        self._stopping = asyncio.Event()
+        upkeep = asyncio.create_task(self._upkeep_loop())
+        try:
+            await self._grant_loop()
+        finally:
+            upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await upkeep
+
+    async def stop(self) -> None:
+        """Let :meth:`run` end. The mailbox loop is not cancelled mid-``BLPOP`` (redis-py
+        can hang releasing a connection cancelled there); it sees the flag within
+        :data:`MAILBOX_WAIT` seconds."""
+        self._stopping.set()
+
+    async def _grant_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                grant = await self.store.next_grant(self.replica, timeout=MAILBOX_WAIT)
+            except Exception as exc:  # Redis away: wait for it to come back
+                self.store_ok = False
+                log.warning("grant mailbox unreachable: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            if grant is not None:
+                model, waiter_id, backend = grant
+                self._deliver(model, Grant(self.replica, waiter_id, backend))
+
+    async def _upkeep_loop(self) -> None:
+        interval = self.lease_ttl / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._renew_all()
+                for model in {w.model for w in self._waiters.values()}:
+                    await self._pump(model)
+                await self.store.redis.ping()
+                self.store_ok = True
+            except Exception as exc:
+                self.store_ok = False
+                log.warning("admission upkeep failed: %s", exc)
+
+    async def _renew_all(self) -> None:
+        by_model: dict[str, list[Lease]] = defaultdict(list)
+        for lease in list(self._held.values()):
+            by_model[lease.model].append(lease)
+        for model, leases in by_model.items():
+            held = await self.store.renew(model, [(x.backend.name, x.id) for x in leases])
+            if held < len(leases):
+                log.warning("%d leases of %s had expired before renewal", len(leases) - held, model)
+        extra = [r for lease in self._held.values() for r in lease.renewals]
+        if extra:
+            async with self.store.redis.pipeline(transaction=False) as pipe:
+                for renewal in extra:
+                    renewal(pipe)
+                await pipe.execute(raise_on_error=False)
+
+    # -- steps ----------------------------------------------------------------------------
+
+    def _pairs(self, model: str, first: Sequence[Backend]) -> list[tuple[str, int]]:
+        """Candidates for a script: ``first`` in order, then the model's other ready
+        backends, so a freed slot anywhere reaches waiters."""
+        ordered = list(first)
+        ordered += [b for b in self._backends(model) if b not in ordered]
+        return [(b.name, b.slots) for b in ordered if b.ready]
+
+    def _observe(self, model: str, pairs: list[tuple[str, int]], reply: Reply) -> None:
+        for (name, _), load in zip(pairs, reply.loads, strict=False):
+            backend = self._by_name(name)
+            if backend is not None:
+                self._loads[backend] = load
+        if reply.status or reply.queued:
+            self._queued[model] = reply.queued
+        local = [g for g in reply.grants if g.replica == self.replica]
+        for grant in local:
+            self._deliver(model, grant)
+        foreign = [g for g in reply.grants if g.replica != self.replica]
+        if foreign:
+            self._spawn(self.store.post(model, foreign))
+
+    def _deliver(self, model: str, grant: Grant) -> None:
+        waiter = self._waiters.pop(grant.waiter, None)
+        backend = self._by_name(grant.backend)
+        if waiter is None or waiter.future.done() or backend is None:
+            # Its request has gone (deadline, client left): give the slot straight back.
+            self._spawn(self._release_orphan(model, grant))
+            return
+        waiter.future.set_result(self._hold(grant.waiter, model, grant.backend))
+
+    def _hold(self, lease_id: str, model: str, backend_name: str | None) -> Lease:
+        backend = self._by_name(backend_name or "")
+        if backend is None:
+            raise GatewayError(f"granted a lease on unknown backend {backend_name}")
+        lease = Lease(backend, model, lease_id)
+        self._held[lease_id] = lease
+        return lease
+
+    async def _release_orphan(self, model: str, grant: Grant) -> None:
+        backend = self._by_name(grant.backend)
+        if backend is None:
+            return
+        await self.release(Lease(backend, model, grant.waiter))
+
+    async def _abandon(self, waiter_id: str, waiter: _Waiter) -> None:
+        """The waiter gave up: leave the queue, or give back a lease that came meanwhile."""
+        self._waiters.pop(waiter_id, None)
+        if waiter.future.done() and not waiter.future.cancelled():
+            await self.release(waiter.future.result())
+            return
+        waiter.future.cancel()
+        with contextlib.suppress(GatewayError):
+            await self.store.leave(waiter.model, waiter.key_id, waiter_id)
+        # If it was granted meanwhile, the grant reaches _deliver, which releases it.
+
+    async def _pump(self, model: str) -> None:
+        pairs = self._pairs(model, [])
+        if pairs:
+            self._observe(model, pairs, await self.store.pump(model, pairs))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("admission task failed: %s", task.exception())
+
+    def _retry_after(self, model: str, candidates: list[Backend]) -> float:
+        slots = sum(b.slots for b in candidates) or 1
+        waiting = self._queued[model] + 1
+        return max(1.0, math.ceil(self._service_time[model] * waiting / slots))

@@ -1,0 +1,387 @@
+"""The scheduler: Ollama's supervisor, for declared models on a multi-GPU box or in containers.
+
+A request for a declared model reaches :meth:`Scheduler.demand` (through the pool) before it
+asks for a slot. If the model has no live runner, the next step of the loop places one
+(:mod:`gateway.runners.placement`), stopping least-recently-used idle runners if memory is
+short, and the driver starts it; the request meanwhile waits in the admission queue, and so
+does a second request for the same model — they share the one load. Once the runner's backend
+is ready in the pool, the admission hands its slots to them.
+
+Each step of the loop (``tick`` seconds, sooner when woken) then looks at every runner:
+
+- busy (leases in flight) — its keep-alive clock starts again;
+- idle past its model's keep-alive (the model's, or the last request's own) — drained: no new
+  requests, those in flight finish within ``drain_timeout``, then it stops;
+- failing its probes for ``runner_unhealthy_timeout`` — restarted, as is one whose process
+  exits (noticed at once): its backend leaves the pool, so requests that had not started
+  wait for the replacement, which starts after a backoff that doubles with each crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from gateway.config import Settings
+from gateway.errors import Unavailable
+from gateway.pool.backend import Backend, Health
+from gateway.pool.pool import Pool
+from gateway.runners.binary import RunnerError
+from gateway.runners.driver import Driver, make_driver
+from gateway.runners.gpus import devices as find_devices
+from gateway.runners.placement import Device, check_fits, choose_device, measure, plan_eviction
+from gateway.runners.state import ModelEntry, Runner, RunnerState
+from gateway.units import parse_size
+
+log = logging.getLogger(__name__)
+
+#: A runner idle for less than this is never unloaded, even with ``keep_alive: 0``: the
+#: request that touched it may not have taken its slot yet.
+MIN_IDLE = 1.0
+#: Restart backoff: 1 s, 2 s, 4 s … up to a minute; a runner up this long resets it.
+BACKOFF_BASE, BACKOFF_MAX, STABLE_AFTER = 1.0, 60.0, 60.0
+
+
+def backoff(attempt: int) -> float:
+    return min(BACKOFF_MAX, BACKOFF_BASE * 2 ** max(0, attempt - 1))
+
+
+class Scheduler:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        pool: Pool,
+        inflight: Callable[[Backend], int],
+        make_backend: Callable[[str], Backend],
+        devices: list[Device] | None = None,
+        driver_factory: Callable[[Settings], Driver] = make_driver,
+        on_restart: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        tick: float = 0.25,
+    ) -> None:
+        self.settings = settings
+        self.entries = {
+            spec.model_id: ModelEntry(spec, keep_alive=spec.keep_alive_seconds)
+            for spec in settings.models
+        }
+        self.pool = pool
+        self.devices = devices or []
+        self.driver: Driver | None = None
+        self.restarts = 0
+        self._inflight = inflight
+        self._make_backend = make_backend
+        self._driver_factory = driver_factory
+        self._on_restart = on_restart
+        self._overhead = parse_size(settings.runner_overhead)
+        self._clock = clock
+        self._tick = tick
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.Task[None] | None = None
+        pool.on_ready(self._backend_ready)
+        pool.on_demand(self.demand)
+
+    # -- start and stop (the app's lifespan) -------------------------------------------------
+
+    async def start(self) -> None:
+        """Measure every model, refuse one that fits nowhere, load the ``preload`` ones and
+        start the loop. Raises :class:`RunnerError` / :class:`PlacementError` on failure."""
+        if not self.entries:
+            return
+        self.devices = self.devices or find_devices(self.settings)
+        for entry in self.entries.values():
+            entry.footprint = await measure(entry.spec, self._overhead)
+            check_fits(entry.model, entry.footprint, self.devices)
+        self.driver = self._driver_factory(self.settings)
+        await self.driver.prepare()
+        loads = []
+        for entry in self.entries.values():
+            if entry.spec.preload:
+                for _ in range(entry.spec.replicas):
+                    loads.append(self._load(entry, self._place_now(entry)))
+        results = await asyncio.gather(*loads, return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            await self.close()
+            raise failures[0]
+        self._loop = asyncio.create_task(self.run(), name="scheduler")
+
+    async def close(self) -> None:
+        """Stop the loop and every runner."""
+        tasks = [t for t in (self._loop, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        runners = [(e, r) for e in self.entries.values() for r in e.runners]
+        await asyncio.gather(*(self._stop(e, r) for e, r in runners), return_exceptions=True)
+        if self.driver is not None:
+            await self.driver.close()
+
+    def _place_now(self, entry: ModelEntry) -> Runner:
+        device = choose_device(entry.model, entry.need, self.devices, self._placed())
+        if device is None:
+            raise RunnerError(f"no room to preload {entry.model} ({entry.need} bytes)")
+        runner = Runner(entry.model, device, entry.need)
+        entry.runners.append(runner)
+        return runner
+
+    # -- the request path's hook -------------------------------------------------------------
+
+    def demand(self, model: str, keep_alive: float | None = None) -> None:
+        """A request for ``model``: load it if nothing is live, restart its keep-alive clock
+        with the request's own ``keep_alive`` (or the model's)."""
+        entry = self.entries.get(model)
+        if entry is None:  # served by a static or discovered backend
+            return
+        now = self._clock()
+        entry.last_demand = now
+        entry.keep_alive = entry.spec.keep_alive_seconds if keep_alive is None else keep_alive
+        if len(entry.live()) >= entry.spec.replicas:
+            return
+        if entry.failures and now < entry.retry_at and not entry.live():
+            first_line = (entry.last_error or "").splitlines()[0] if entry.last_error else ""
+            raise Unavailable(
+                f"The model '{model}' failed to load: {first_line}",
+                retry_after=math.ceil(entry.retry_at - now),
+            )
+        entry.wanted = True
+        self._wake.set()
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            try:
+                self._step(self._clock())
+            except Exception:
+                log.exception("scheduler step failed")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._tick)
+
+    def _step(self, now: float) -> None:
+        for entry in self.entries.values():
+            for runner in list(entry.runners):
+                if runner.state is RunnerState.STARTING and runner.backend is not None:
+                    if runner.backend.ready:
+                        self._backend_ready(runner.backend)
+                elif runner.state is RunnerState.READY:
+                    self._observe(entry, runner, now)
+            self._fill(entry, now)
+
+    def _observe(self, entry: ModelEntry, runner: Runner, now: float) -> None:
+        """Keep-alive and health of one loaded runner."""
+        backend = runner.backend
+        assert backend is not None
+        busy = self._inflight(backend)
+        if busy:
+            runner.last_used = now
+        if backend.health is Health.READY:
+            runner.unhealthy_since = None
+        else:
+            runner.unhealthy_since = runner.unhealthy_since or now
+            if now - runner.unhealthy_since >= self.settings.runner_unhealthy_timeout:
+                self._replace(entry, runner, f"stopped answering ({backend.last_error})")
+                return
+        idle = now - max(runner.last_used, entry.last_demand)
+        if not busy and idle >= max(entry.keep_alive, MIN_IDLE):
+            runner.state = RunnerState.DRAINING  # at once: the next step must not see it idle
+            self._spawn(self._drain(entry, runner, f"idle for {idle:.0f} s (keep-alive)"))
+
+    def _fill(self, entry: ModelEntry, now: float) -> None:
+        """Start runners for a model that requests are waiting for, making room if needed."""
+        if not entry.wanted:
+            return
+        missing = entry.spec.replicas - len(entry.live())
+        if missing <= 0:
+            entry.wanted = False
+            return
+        if now < entry.retry_at:
+            return
+        for _ in range(missing):
+            placed = self._placed()
+            device = choose_device(entry.model, entry.need, self.devices, placed)
+            if device is None:
+                self._make_room(entry, placed)
+                return
+            runner = Runner(entry.model, device, entry.need)
+            entry.runners.append(runner)
+            runner.task = self._spawn(self._launch(entry, runner, delay=0.0))
+
+    def _make_room(self, entry: ModelEntry, placed: list[Runner]) -> None:
+        staying = [r for r in placed if r.state is not RunnerState.DRAINING]
+        if choose_device(entry.model, entry.need, self.devices, staying) is not None:
+            return  # runners being drained will free enough
+        plan = plan_eviction(entry.need, self.devices, staying, self._idle_lru(entry.model))
+        if plan is None:
+            log.debug("no room for %s yet: every runner in the way is busy", entry.model)
+            return
+        device, victims = plan
+        for victim in victims:
+            owner = self.entries[victim.model]
+            victim.state = RunnerState.DRAINING
+            reason = f"making room on {device.label} for {entry.model} (least recently used)"
+            self._spawn(self._drain(owner, victim, reason))
+
+    def _placed(self) -> list[Runner]:
+        return [r for e in self.entries.values() for r in e.runners]
+
+    def _idle_lru(self, model: str) -> list[Runner]:
+        """Ready runners of other models with nothing in flight: pinned ones (keep-alive -1)
+        last, then the least recently used first."""
+        idle = []
+        for entry in self.entries.values():
+            if entry.model == model:
+                continue
+            for runner in entry.ready():
+                assert runner.backend is not None
+                if self._inflight(runner.backend) == 0:
+                    used = max(runner.last_used, entry.last_demand)
+                    idle.append((math.isinf(entry.keep_alive), used, runner))
+        return [r for *_, r in sorted(idle, key=lambda t: (t[0], t[1]))]
+
+    # -- one runner's life -------------------------------------------------------------------
+
+    async def _launch(self, entry: ModelEntry, runner: Runner, delay: float) -> None:
+        try:
+            if delay:
+                await asyncio.sleep(delay)
+            await self._load(entry, runner)
+        except RunnerError as exc:
+            self._failed(entry, runner, str(exc))
+
+    async def _load(self, entry: ModelEntry, runner: Runner) -> None:
+        assert self.driver is not None
+        handle = self.driver.runner(entry.spec, runner.device.id)
+        runner.handle = handle
+        runner.started_at = self._clock()
+        log.info("loading %s on %s", entry.model, runner.device.label)
+        try:
+            await handle.start(self.settings.runner_start_timeout)
+        except RunnerError:
+            if runner in entry.runners:
+                entry.runners.remove(runner)
+            runner.state = RunnerState.STOPPED
+            raise
+        runner.backend = self._make_backend(handle.url)
+        self.pool.add(runner.backend)
+        self._spawn(self._watch(entry, runner))
+
+    def _backend_ready(self, backend: Backend) -> None:
+        for entry in self.entries.values():
+            for runner in entry.runners:
+                if runner.backend is backend and runner.state is RunnerState.STARTING:
+                    now = self._clock()
+                    runner.state = RunnerState.READY
+                    runner.last_used = now
+                    entry.failures, entry.last_error = 0, None
+                    log.info(
+                        "%s loaded on %s in %.1f s (%s)",
+                        entry.model,
+                        runner.device.label,
+                        now - runner.started_at,
+                        backend.name,
+                    )
+
+    def _failed(self, entry: ModelEntry, runner: Runner, error: str) -> None:
+        if runner in entry.runners:
+            entry.runners.remove(runner)
+        runner.state = RunnerState.STOPPED
+        entry.failures += 1
+        entry.last_error = error
+        entry.retry_at = self._clock() + backoff(entry.failures)
+        entry.wanted = False  # the next request tries again, after the backoff
+        log.error("%s failed to load (attempt %d): %s", entry.model, entry.failures, error)
+
+    async def _watch(self, entry: ModelEntry, runner: Runner) -> None:
+        assert runner.handle is not None
+        await runner.handle.exited.wait()
+        if runner.live:
+            code = runner.handle.describe().get("exit_code")
+            self._replace(entry, runner, f"exited (code {code})")
+
+    def _replace(self, entry: ModelEntry, runner: Runner, reason: str) -> None:
+        """A loaded runner died or hung: out of the pool now, a new one after a backoff."""
+        now = self._clock()
+        runner.state = RunnerState.STOPPED
+        entry.runners.remove(runner)
+        self._spawn(self._dispose(runner, grace=2.0))
+        if now - runner.started_at >= STABLE_AFTER:
+            entry.crash_streak = 0
+        entry.crash_streak += 1
+        entry.restarts += 1
+        self.restarts += 1
+        delay = backoff(entry.crash_streak)
+        log.warning(
+            "runner of %s on %s %s; restart #%d in %.0f s",
+            entry.model,
+            runner.device.label,
+            reason,
+            entry.restarts,
+            delay,
+        )
+        if self._on_restart is not None:
+            self._on_restart(entry.model)
+        fresh = Runner(entry.model, runner.device, runner.need)
+        entry.runners.append(fresh)
+        fresh.task = self._spawn(self._launch(entry, fresh, delay))
+
+    async def _drain(self, entry: ModelEntry, runner: Runner, reason: str) -> None:
+        """No new requests; those in flight get ``drain_timeout`` seconds; then stop."""
+        backend = runner.backend
+        assert backend is not None
+        runner.state = RunnerState.DRAINING
+        self.pool.drain(backend)
+        log.info("unloading %s from %s: %s", entry.model, runner.device.label, reason)
+        deadline = self._clock() + self.settings.drain_timeout
+        while self._clock() < deadline:
+            if self._inflight(backend) == 0:
+                break
+            await asyncio.sleep(0.1)
+        await self._stop(entry, runner)
+        self._wake.set()
+
+    async def _stop(self, entry: ModelEntry, runner: Runner) -> None:
+        runner.state = RunnerState.STOPPED
+        if runner in entry.runners:
+            entry.runners.remove(runner)
+        await self._dispose(runner)
+
+    async def _dispose(self, runner: Runner, grace: float = 10.0) -> None:
+        if runner.backend is not None:
+            self.pool.remove(runner.backend)
+            await runner.backend.client.close()
+        if runner.handle is not None:
+            await runner.handle.stop(grace)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("scheduler task failed", exc_info=task.exception())
+
+    # -- what the API shows ------------------------------------------------------------------
+
+    def models(self) -> list[dict[str, Any]]:
+        return [entry.status() for entry in self.entries.values()]
+
+    def runners(self) -> list[dict[str, Any]]:
+        now = self._clock()
+        return [
+            runner.describe(now, self._inflight(runner.backend) if runner.backend else 0)
+            for entry in self.entries.values()
+            for runner in entry.runners
+        ]

@@ -1,0 +1,175 @@
+"""Slot leases and the fair queue in Redis: the scripts and the grant mailboxes.
+
+Every operation on a model's admission state is one script under that model's hash tag
+(``admission_*.lua``, sharing ``admission_lib.lua``), so however many gateway replicas call
+them, the leases on a backend never outnumber its slots. A grant for a waiter of another
+replica is posted to that replica's mailbox list (``lg:grants:<replica>``), where its grant
+loop picks it up with ``BLPOP`` — one blocked connection per replica, not one per waiter.
+The design is worked out in ``shared/design/admission.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from gateway.store import keys
+from gateway.store.connection import reachable, script
+
+#: (backend name, slot count) in the routing policy's order.
+Candidates = Sequence[tuple[str, int]]
+
+
+class Grant(NamedTuple):
+    replica: str
+    waiter: str
+    backend: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What a script saw: leases per candidate afterwards, waiters queued, grants made."""
+
+    loads: list[int]
+    grants: list[Grant]
+    queued: int = 0
+    status: str = ""
+    #: The granted backend (status ``granted``).
+    backend: str | None = None
+
+
+def _flatten(candidates: Candidates) -> list[str | int]:
+    flat: list[str | int] = [len(candidates)]
+    for backend, slots in candidates:
+        flat += [backend, slots]
+    return flat
+
+
+def _parse_tail(items: list, n_loads: int) -> tuple[list[int], list[Grant]]:
+    loads = [int(v) for v in items[:n_loads]]
+    rest = [v.decode() if isinstance(v, bytes) else str(v) for v in items[n_loads + 1 :]]
+    grants = [Grant(*rest[i : i + 3]) for i in range(0, len(rest), 3)]
+    return loads, grants
+
+
+class AdmissionStore:
+    def __init__(self, redis: Redis, *, lease_ttl: float, grant_ttl: float) -> None:
+        self.redis = redis
+        self.lease_ttl_ms = int(lease_ttl * 1000)
+        self.grant_ttl_ms = int(grant_ttl * 1000)
+        lib = script("admission_lib.lua")
+        self._acquire = redis.register_script(lib + script("admission_acquire.lua"))
+        self._release_source = lib + script("admission_release.lua")
+        self._leave = redis.register_script(lib + script("admission_leave.lua"))
+        self._pump = redis.register_script(lib + script("admission_pump.lua"))
+        self._renew = redis.register_script(lib + script("admission_renew.lua"))
+
+    async def acquire(
+        self,
+        model: str,
+        *,
+        key_id: str,
+        waiter: str,
+        replica: str,
+        weight: float,
+        cost: int,
+        priority: int,
+        timeout: float,
+        bound: int,
+        exclude: Sequence[str],
+        candidates: Candidates,
+    ) -> Reply:
+        with reachable("admission store"):
+            items = await self._acquire(
+                keys=[keys.queue_keys(model)],
+                args=[
+                    keys.model_prefix(model),
+                    key_id,
+                    waiter,
+                    replica,
+                    weight,
+                    cost,
+                    priority,
+                    int(timeout * 1000),
+                    bound,
+                    self.grant_ttl_ms,
+                    self.lease_ttl_ms,
+                    ",".join(exclude),
+                    *_flatten(candidates),
+                ],
+            )
+        status = items[0].decode()
+        loads, grants = _parse_tail(items[3:], len(candidates))
+        backend = items[1].decode() if status == "granted" else None
+        return Reply(loads, grants, int(items[2]), status, backend)
+
+    def release_command(
+        self, pipe: Pipeline, model: str, backend: str, lease: str, candidates: Candidates
+    ) -> None:
+        """Queue a release on ``pipe`` (sent with, e.g., the limits settlement: one round
+        trip). Plain EVAL: a pipelined registered script would cost a SCRIPT EXISTS first."""
+        pipe.eval(
+            self._release_source,
+            1,
+            keys.queue_keys(model),
+            keys.model_prefix(model),
+            backend,
+            lease,
+            self.grant_ttl_ms,
+            *_flatten(candidates),
+        )
+
+    @staticmethod
+    def parse_release(items: list, candidates: Candidates) -> Reply:
+        loads, grants = _parse_tail(items, len(candidates))
+        return Reply(loads, grants)
+
+    async def leave(self, model: str, key_id: str, waiter: str) -> bool:
+        with reachable("admission store"):
+            left = await self._leave(
+                keys=[keys.queue_keys(model)], args=[keys.model_prefix(model), key_id, waiter]
+            )
+        return bool(left)
+
+    async def pump(self, model: str, candidates: Candidates) -> Reply:
+        with reachable("admission store"):
+            items = await self._pump(
+                keys=[keys.queue_keys(model)],
+                args=[keys.model_prefix(model), self.grant_ttl_ms, *_flatten(candidates)],
+            )
+        loads, grants = _parse_tail(items[1:], len(candidates))
+        return Reply(loads, grants, int(items[0]))
+
+    async def renew(self, model: str, leases: Sequence[tuple[str, str]]) -> int:
+        """Extend ``(backend, lease id)`` pairs of one model; how many still existed."""
+        flat = [item for pair in leases for item in pair]
+        with reachable("admission store"):
+            return int(
+                await self._renew(
+                    keys=[keys.queue_keys(model)],
+                    args=[keys.model_prefix(model), self.lease_ttl_ms, *flat],
+                )
+            )
+
+    async def post(self, model: str, grants: Sequence[Grant]) -> None:
+        """Post grants to the mailboxes of the replicas whose waiters they are for."""
+        with reachable("admission store"):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for grant in grants:
+                    pipe.rpush(
+                        keys.grants(grant.replica), f"{model}\t{grant.waiter}\t{grant.backend}"
+                    )
+                    pipe.pexpire(keys.grants(grant.replica), self.grant_ttl_ms)
+                await pipe.execute()
+
+    async def next_grant(self, replica: str, timeout: float) -> tuple[str, str, str] | None:
+        """The next grant for this replica — (model, waiter, backend) — or None on timeout."""
+        item = await self.redis.blpop([keys.grants(replica)], timeout=timeout)
+        if item is None:
+            return None
+        model, waiter, backend = item[1].decode().split("\t")
+        return model, waiter, backend

@@ -1,0 +1,63 @@
+-- Acquire a slot lease, or queue for one.
+-- ARGV: P, key_id, waiter, replica, weight, cost, priority, timeout_ms, bound,
+--       grant_ttl_ms, lease_ttl_ms, exclude (comma list), candidates (count, backend, slots…)
+-- The waiter joins its key's queue and the queue is pumped at once: with free slots and
+-- no one ahead of it (by fair order), it is granted in the same call. Returns
+-- {status, backend or position, queued, loads…, "|", grants…}; status granted|queued|full.
+local key_id, waiter, replica = ARGV[2], ARGV[3], ARGV[4]
+local weight, cost, priority = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local timeout, bound = tonumber(ARGV[8]), tonumber(ARGV[9])
+local grant_ttl, lease_ttl, exclude = tonumber(ARGV[10]), tonumber(ARGV[11]), ARGV[12]
+local cands = read_candidates(13)
+local now = now_ms()
+
+local function reply(status, detail, grants)
+  local out = { status, detail, tonumber(redis.call('GET', P .. 'q:n')) or 0 }
+  for _, n in ipairs(loads(cands, now)) do out[#out + 1] = n end
+  out[#out + 1] = '|'
+  for _, g in ipairs(grants) do out[#out + 1] = g end
+  return out
+end
+
+local queued = tonumber(redis.call('GET', P .. 'q:n')) or 0
+local grants = {}
+if queued >= bound then
+  -- Full: but slots may have freed without a release (expired leases), so pump first.
+  grants = pump(now, cands, grant_ttl)
+  queued = tonumber(redis.call('GET', P .. 'q:n')) or 0
+  if queued >= bound then
+    return reply('full', queued, grants)
+  end
+end
+
+local q = P .. 'q:k:' .. key_id
+local seq = redis.call('INCR', P .. 'q:seq')
+-- Higher priority first within the key; FIFO within a priority.
+redis.call('ZADD', q, -priority * 1e12 + seq, waiter)
+local w = P .. 'w:' .. waiter
+redis.call('HSET', w, 'replica', replica, 'deadline', now + timeout, 'exclude', exclude,
+  'cost', cost, 'weight', weight)
+redis.call('PEXPIRE', w, timeout + 60000)
+redis.call('INCR', P .. 'q:n')
+if redis.call('ZRANGE', q, 0, 0)[1] == waiter then
+  retag(key_id)
+end
+
+local more = pump(now, cands, grant_ttl)
+for _, g in ipairs(more) do grants[#grants + 1] = g end
+local mine
+local others = {}
+for i = 1, #grants, 3 do
+  if grants[i + 1] == waiter then
+    mine = grants[i + 2]
+  else
+    others[#others + 1] = grants[i]
+    others[#others + 1] = grants[i + 1]
+    others[#others + 1] = grants[i + 2]
+  end
+end
+if mine then
+  redis.call('ZADD', lease_key(mine), 'XX', now + lease_ttl, waiter)
+  return reply('granted', mine, others)
+end
+return reply('queued', redis.call('GET', P .. 'q:n'), others)

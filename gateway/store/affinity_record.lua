@@ -1,0 +1,30 @@
+-- Record that a backend (and slot) now holds a prompt prefix: every entry of its chain maps
+-- to the backend, with a TTL; the model's index keeps at most ARGV[4] entries, oldest evicted.
+-- KEYS: the model's index ZSET, then one entry HASH per chain entry.
+-- ARGV: backend, slot, ttl (ms), max entries, entry key prefix, then the entry ids.
+-- Returns how many entries were evicted for the bound.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local backend, slot = ARGV[1], ARGV[2]
+local ttl, cap, prefix = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+
+for i = 2, #KEYS do
+  redis.call('HSET', KEYS[i], backend, slot)
+  redis.call('PEXPIRE', KEYS[i], ttl)
+  redis.call('ZADD', KEYS[1], now, ARGV[4 + i])
+end
+
+-- Forget what has expired, then the oldest entries beyond the bound.
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
+local excess = redis.call('ZCARD', KEYS[1]) - cap
+if excess > 0 then
+  local old = redis.call('ZRANGE', KEYS[1], 0, excess - 1)
+  for _, id in ipairs(old) do
+    redis.call('DEL', prefix .. id)
+  end
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1)
+else
+  excess = 0
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+return excess

@@ -1,0 +1,301 @@
+"""One API request as telemetry sees it: its id, its spans, its timings and its log line.
+
+:class:`RequestTelemetryMiddleware` wraps the whole ASGI app, so every answer — errors and
+unknown paths too — carries ``x-request-id`` (the client's, or a new one). For API requests it
+also makes a :class:`RequestTelemetry`, leaves it on ``scope["state"]["telemetry"]`` for the
+request path to fill in, and writes one JSON log line once the request is over: when the
+answer has been sent *and* the exchange with the backend (if one was opened) is accounted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from gateway.telemetry.tracing import Tracing
+
+__all__ = ["RequestTelemetry", "RequestTelemetryMiddleware"]
+
+REQUEST_ID_HEADER = "x-request-id"
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_OPERATIONS = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "text_completion",
+    "/v1/embeddings": "embeddings",
+}
+
+request_log = logging.getLogger("gateway.requests")
+
+
+def request_id_from(headers: Mapping[str, str]) -> str:
+    """The client's ``x-request-id`` if it is a sane token, else a new one."""
+    given = headers.get(REQUEST_ID_HEADER, "")
+    return given if _VALID_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+class RequestTelemetry:
+    """Filled in by the request path; emits its log line and ends its span when released."""
+
+    def __init__(
+        self,
+        request_id: str,
+        *,
+        tracing: Tracing,
+        method: str = "POST",
+        path: str = "",
+        headers: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.request_id = request_id
+        self.tracing = tracing
+        self.clock = clock
+        self.path = path
+        self.started_at = clock()
+        self.operation = _OPERATIONS.get(path)
+        self.span: Span | None = tracing.start_server_span(
+            f"{method} {path}",
+            headers or {},
+            {
+                "http.request.method": method,
+                "url.path": path,
+                "llama_gateway.request_id": request_id,
+            },
+        )
+        self._upstream: Span | None = None
+        #: Seconds spent in each phase (``auth``, ``limits``, ``queue``).
+        self.phases: dict[str, float] = {}
+        self.model: str | None = None
+        self.key: str | None = None
+        self.backend: str | None = None
+        self.slot: int | None = None
+        #: The outcome as the gateway judged it (499 for a client gone mid-stream); the
+        #: HTTP status is used when the request path set none.
+        self.status: int | None = None
+        self.http_status: int | None = None
+        self.usage: dict[str, Any] = {}
+        self.finish_reasons: list[str] = []
+        self.first_byte_at: float | None = None
+        self._holds = 1
+        self._done = False
+
+    @classmethod
+    def detached(cls, request_id: str | None = None) -> RequestTelemetry:
+        """Telemetry for a request that came without the middleware: no span, no log line."""
+        telemetry = cls(request_id or uuid.uuid4().hex, tracing=Tracing(None))
+        telemetry._done = True
+        return telemetry
+
+    # -- hooks for the request path ---------------------------------------------------------
+
+    def describe(self, *, model: str, max_tokens: int | None, stream: bool) -> None:
+        """The request as parsed: the model asked for and its limits."""
+        self.model = self.model or model
+        if self.span is not None:
+            attributes: dict[str, Any] = {"gen_ai.request.model": model}
+            if self.operation:
+                attributes["gen_ai.operation.name"] = self.operation
+            if max_tokens is not None:
+                attributes["gen_ai.request.max_tokens"] = max_tokens
+            attributes["llama_gateway.stream"] = stream
+            self.span.set_attributes(attributes)
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time a step of the request (``auth``, ``limits``, ``queue``) as a child span."""
+        span = self.tracing.start_child(self.span, name)
+        started = self.clock()
+        try:
+            yield
+        except BaseException as exc:
+            if span is not None:
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + self.clock() - started
+            if span is not None:
+                span.end()
+
+    def upstream_headers(self, backend: str, *, slot: int | None = None) -> dict[str, str]:
+        """Start the upstream span; the headers to send the backend (request id, traceparent)."""
+        self.end_upstream()
+        self.backend, self.slot = backend, slot
+        headers = {"X-Request-Id": self.request_id}
+        if self.span is not None:
+            attributes: dict[str, Any] = {"llama_gateway.backend": backend}
+            if self.operation:
+                attributes["gen_ai.operation.name"] = self.operation
+            if self.model:
+                attributes["gen_ai.request.model"] = self.model
+            if slot is not None:
+                attributes["llama_gateway.slot"] = slot
+            host, _, port = backend.rpartition(":")
+            if port.isdigit():
+                attributes["server.address"], attributes["server.port"] = host, int(port)
+            name = f"{self.operation or 'upstream'} {self.model or ''}".strip()
+            self._upstream = self.tracing.start_child(
+                self.span, name, kind=SpanKind.CLIENT, attributes=attributes
+            )
+            self.tracing.inject(self._upstream, headers)
+        return headers
+
+    def end_upstream(self, error: str | None = None) -> None:
+        """The upstream call is over (``error``: it failed before an answer)."""
+        if self._upstream is not None:
+            if error is not None:
+                self._upstream.set_status(Status(StatusCode.ERROR, error))
+            self._upstream.end()
+            self._upstream = None
+
+    def hold(self) -> None:
+        """An exchange with a backend opened: the request is over only once it is closed."""
+        self._holds += 1
+
+    def exchange_closed(
+        self,
+        *,
+        status: int,
+        model: str,
+        key: str,
+        backend: str,
+        usage: dict[str, Any] | None,
+        finish_reasons: list[str],
+        first_byte_at: float | None,
+        response_model: str | None = None,
+    ) -> None:
+        """The exchange ended (complete or not) and is accounted."""
+        self.status, self.model, self.key, self.backend = status, model, key, backend
+        self.usage = usage or {}
+        self.finish_reasons = list(finish_reasons)
+        self.first_byte_at = first_byte_at
+        if self._upstream is not None:
+            self._upstream.set_attributes(self._usage_attributes(response_model or model))
+        self.end_upstream(None if status < 500 else f"status {status}")
+        if self.span is not None:
+            self.span.set_attributes(self._usage_attributes(response_model or model))
+        self.release()
+
+    def release(self) -> None:
+        self._holds -= 1
+        if self._holds <= 0 and not self._done:
+            self._done = True
+            self._finish()
+
+    # -- the end ----------------------------------------------------------------------------
+
+    def _usage_attributes(self, response_model: str) -> dict[str, Any]:
+        usage = self.usage
+        attributes: dict[str, Any] = {"gen_ai.response.model": response_model}
+        if "prompt_tokens" in usage:
+            attributes["gen_ai.usage.input_tokens"] = int(usage["prompt_tokens"] or 0)
+        if "completion_tokens" in usage:
+            attributes["gen_ai.usage.output_tokens"] = int(usage["completion_tokens"] or 0)
+        attributes["llama_gateway.cached_tokens"] = self.cached_tokens
+        if self.finish_reasons:
+            attributes["gen_ai.response.finish_reasons"] = self.finish_reasons
+        if self.backend:
+            attributes["llama_gateway.backend"] = self.backend
+        if self.slot is not None:
+            attributes["llama_gateway.slot"] = self.slot
+        return attributes
+
+    @property
+    def cached_tokens(self) -> int:
+        details = self.usage.get("prompt_tokens_details") or {}
+        return int(details.get("cached_tokens") or 0)
+
+    def _finish(self) -> None:
+        now = self.clock()
+        status = self.status or self.http_status or 500
+        self.end_upstream()
+        if self.span is not None:
+            self.span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                self.span.set_status(Status(StatusCode.ERROR, f"status {status}"))
+            self.span.end()
+        first = self.first_byte_at
+        request_log.info(
+            "request",
+            extra={
+                "request_id": self.request_id,
+                "path": self.path,
+                "key": self.key,
+                "model": self.model,
+                "backend": self.backend,
+                "slot": self.slot,
+                "status": status,
+                "prompt_tokens": int(self.usage.get("prompt_tokens") or 0),
+                "completion_tokens": int(self.usage.get("completion_tokens") or 0),
+                "cached_tokens": self.cached_tokens,
+                "finish_reasons": self.finish_reasons or None,
+                "queue_ms": _ms(self.phases.get("queue")),
+                "ttft_ms": _ms(None if first is None else first - self.started_at),
+                "total_ms": _ms(now - self.started_at),
+            },
+        )
+
+
+class RequestTelemetryMiddleware:
+    """ASGI middleware around the whole app (so it also sees the router's 404s and 405s)."""
+
+    def __init__(
+        self,
+        app: Callable[..., Any],
+        *,
+        tracing: Tracing,
+        paths: tuple[str, ...] = ("/v1/",),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.app = app
+        self.tracing = tracing
+        self.paths = paths
+        self.clock = clock
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = request_id_from(headers)
+        telemetry: RequestTelemetry | None = None
+        if scope["path"].startswith(self.paths):
+            telemetry = RequestTelemetry(
+                request_id,
+                tracing=self.tracing,
+                method=scope["method"],
+                path=scope["path"],
+                headers=headers,
+                clock=self.clock,
+            )
+            scope.setdefault("state", {})["telemetry"] = telemetry
+        raw_id = request_id.encode()
+
+        async def send_with_id(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", ()), (b"x-request-id", raw_id)],
+                }
+                if telemetry is not None:
+                    telemetry.http_status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if telemetry is not None:
+                state = scope.get("state", {})
+                telemetry.key = telemetry.key or state.get("key")
+                if telemetry.model is None:
+                    telemetry.model = state.get("model")
+                telemetry.release()

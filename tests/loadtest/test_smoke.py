@@ -1,0 +1,73 @@
+"""Each load-test scenario in its smoke size: it must finish and write a well-formed report
+(JSON with its keys, Markdown, valid PNGs). No figure is asserted: these only keep the harness
+from rotting; the benchmark itself is ``make bench``."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import ROOT, asset
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _valid_png(path: Path) -> bool:
+    """Signature, then an IHDR chunk whose CRC matches, with a non-empty image."""
+    data = path.read_bytes()
+    if not data.startswith(PNG_SIGNATURE) or len(data) < 33:
+        return False
+    length, kind = struct.unpack(">I4s", data[8:16])
+    if kind != b"IHDR" or length != 13:
+        return False
+    (crc,) = struct.unpack(">I", data[29:33])
+    width, height = struct.unpack(">II", data[16:24])
+    return crc == zlib.crc32(data[12:29]) and width > 0 and height > 0 and b"IEND" in data[-12:]
+
+
+@pytest.fixture(scope="module")
+def assets_env() -> dict[str, str]:
+    return {
+        "LLAMA_GATEWAY_TEST_MODEL": asset("model", "LLAMA_GATEWAY_TEST_MODEL"),
+        "LLAMA_SERVER_BIN": asset("llama-server", "LLAMA_SERVER_BIN"),
+    }
+
+
+@pytest.mark.llama
+@pytest.mark.parametrize("scenario", ["overhead", "routing", "overload"])
+def test_scenario_smoke(scenario: str, tmp_path: Path, assets_env: dict[str, str]) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "loadtest", scenario, "--smoke", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, **assets_env},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+
+    document = json.loads((tmp_path / f"{scenario}.json").read_text())
+    for key in ("scenario", "smoke", "machine", "config", "results", "targets", "plots"):
+        assert key in document, key
+    assert document["scenario"] == scenario and document["smoke"] is True
+    for key in ("nproc", "cpu", "date", "load_average"):
+        assert key in document["machine"], key
+    assert document["targets"], "each scenario states its goals"
+    for target in document["targets"]:
+        assert {"name", "goal", "value", "met"} <= target.keys()
+
+    markdown = (tmp_path / f"{scenario}.md").read_text()
+    assert markdown.startswith(f"## {scenario}")
+    assert (tmp_path / "report.md").read_text().startswith("# llama-gateway benchmark report")
+
+    assert document["plots"], "each scenario draws at least one plot"
+    for name in document["plots"]:
+        assert _valid_png(tmp_path / name), name
+        assert f"]({name})" in markdown
