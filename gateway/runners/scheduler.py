@@ -350,10 +350,12 @@ class Scheduler:
         self._wake.set()
 
     async def _stop(self, entry: ModelEntry, runner: Runner) -> None:
+        # The process is gone before its memory counts as free: until then the runner stays
+        # placed (draining), so nothing new is launched onto memory it still holds.
+        await self._dispose(runner)
         runner.state = RunnerState.STOPPED
         if runner in entry.runners:
             entry.runners.remove(runner)
-        await self._dispose(runner)
 
     async def _dispose(self, runner: Runner, grace: float = 10.0) -> None:
         if runner.backend is not None:

@@ -1,0 +1,211 @@
+"""The overhead scenario's goals, Markdown section and notes, from its results."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from loadtest.report import Target, fmt
+
+if TYPE_CHECKING:
+    from loadtest.scenarios.overhead import Size
+
+
+def notes(results: dict) -> list[str]:
+    """What limits each gateway's rate, read from its profile."""
+    notes = []
+    for name, p in (results.get("profiles") or {}).items():
+        rps = results["max_rps"].get(name, {})
+        if not p or "error" in p or not p.get("areas"):
+            continue
+        areas = ", ".join(f"{area} {share:.0%}" for area, share in p["areas"][:4])
+        notes.append(
+            f"{name}: {fmt(rps.get('requests_per_s'))} req/s with its core "
+            f"{fmt(rps.get('gateway_cpu_share'))} busy, so the gateway's CPU is the limit; "
+            f"its samples by area: {areas}."
+        )
+    return notes
+
+
+def _row(rates: list, rate: int, stream: bool) -> dict:
+    return next(r for r in rates if r["rate"] == rate and r["stream"] == stream)
+
+
+def targets(results: dict, size: Size) -> list[Target]:
+    top = max(size.rates)
+    row = _row(results["fixed_rate"], top, False)
+    add = row["added_ms"]["gateway-memory"]
+    rps = results["max_rps"]["gateway-memory"]["requests_per_s"]
+    rps_redis = results["max_rps"]["gateway-redis"]["requests_per_s"]
+    relay = results["stream_relay"]["gateway-memory"]["chunks_per_s"]
+
+    def meets(value, ok):
+        return None if value is None else ok(value)
+
+    return [
+        Target(
+            f"added p50 at {top} req/s, non-streamed (memory://)",
+            "≤ 1 ms",
+            add["p50"],
+            meets(add["p50"], lambda v: v <= 1),
+        ),
+        Target(
+            f"added p99 at {top} req/s, non-streamed (memory://)",
+            "≤ 5 ms",
+            add["p99"],
+            meets(add["p99"], lambda v: v <= 5),
+        ),
+        Target(
+            "sustained req/s on one core, auth+limits+leases (memory://)",
+            "≥ 2,000",
+            rps,
+            meets(rps, lambda v: v >= 2000),
+        ),
+        Target(
+            "sustained req/s on one core, auth+limits+leases (redis://)",
+            "≥ 2,000",
+            rps_redis,
+            meets(rps_redis, lambda v: v >= 2000),
+        ),
+        Target(
+            "streamed chunks/s relayed by one core",
+            "≥ 20,000",
+            relay,
+            meets(relay, lambda v: v >= 20000),
+        ),
+    ]
+
+
+def markdown(results: dict, size: Size, emulator_slots: int) -> str:
+    lines = [
+        f"Upstream: the emulator (`loadtest/emulator.py`, {emulator_slots} slots, 16 tokens per "
+        "answer, no delay). Gateways: a real API key with rpm/tpm limits set high, slot leases, "
+        "default routing (affinity); pinned to one core with `taskset`, the emulator, Redis and "
+        "the load generator on the other. Latencies in ms; *added* = gateway percentile - "
+        "direct percentile.",
+        "",
+        "### Added latency at fixed rates (open loop, aiohttp)",
+        "",
+        "| rate | mode | contender | p50 | p95 | p99 | added p50 | added p95 | added p99 | "
+        "ratio p50 | failed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in results["fixed_rate"]:
+        mode = "stream" if row["stream"] else "whole"
+        for name, lat in row["latency_ms"].items():
+            add = row["added_ms"].get(name, {})
+            lines.append(
+                f"| {row['rate']}/s | {mode} | {name} | {fmt(lat['p50'])} | {fmt(lat['p95'])} | "
+                f"{fmt(lat['p99'])} | {fmt(add.get('p50'))} | {fmt(add.get('p95'))} | "
+                f"{fmt(add.get('p99'))} | {fmt(add.get('ratio_p50'))} | "
+                f"{_failed(row['not_ok'][name], row.get('outcomes', {}).get(name))} |"
+            )
+    lines += [
+        "",
+        "TTFT (streams, to the first token event):",
+        "",
+        "| rate | contender | TTFT p50 | TTFT p99 | added p50 | added p99 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in results["fixed_rate"]:
+        if not row["stream"]:
+            continue
+        for name, t in row["ttft_ms"].items():
+            add = row.get("ttft_added_ms", {}).get(name, {})
+            lines.append(
+                f"| {row['rate']}/s | {name} | {fmt(t['p50'])} | {fmt(t['p99'])} | "
+                f"{fmt(add.get('p50'))} | {fmt(add.get('p99'))} |"
+            )
+    direct = results["max_rps"]["direct"]["requests_per_s"]
+    lines += [
+        "",
+        f"### Maximum sustained requests/s ({results['max_rps_generator']}, "
+        f"{size.wrk_connections} connections, non-streamed)",
+        "",
+        f"The `direct` row is the load generator's own ceiling (against the emulator, on the "
+        f"non-gateway core): {fmt(direct)} req/s.",
+        "",
+        "| contender | req/s | ratio to direct | p50 | p99 | non-2xx | gateway CPU (cores) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results["max_rps"].items():
+        ratio = r["requests_per_s"] / direct if direct and r["requests_per_s"] else None
+        failed = r["non_2xx"] + r.get("socket_errors", 0)
+        not_200 = {k: v for k, v in (r.get("statuses") or {}).items() if k != "200"}
+        lines.append(
+            f"| {name} | {fmt(r['requests_per_s'])} | {fmt(ratio)} | "
+            f"{fmt(r.get('p50_ms'))} | {fmt(r.get('p99_ms'))} | "
+            f"{_failed(failed, not_200)} | "
+            f"{fmt(r.get('gateway_cpu_share'))} |"
+        )
+    lines += [
+        "",
+        f"### Streamed chunks/s relayed ({size.relay_streams} streams of "
+        f"{size.relay_tokens} tokens, aiohttp client)",
+        "",
+        "| contender | chunks/s | streams | failed | gateway CPU (cores) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in results["stream_relay"].items():
+        lines.append(
+            f"| {name} | {fmt(r['chunks_per_s'])} | {r['streams']} | {r['not_ok']} | "
+            f"{fmt(r.get('gateway_cpu_share'))} |"
+        )
+    real = results["real_llama_server"]
+    lines += [
+        "",
+        f"### Real llama-server (SmolLM2-135M, {size.real_tokens} tokens, "
+        f"{size.real_requests} requests each, alternated, one at a time)",
+        "",
+        "| mode | direct p50 | gateway p50 | added p50 | added p95 | ratio p50 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for mode, entry in real.items():
+        lat, add = entry["latency_ms"], entry["added_ms"]
+        lines.append(
+            f"| {mode} | {fmt(lat['direct']['p50'])} | {fmt(lat['gateway']['p50'])} | "
+            f"{fmt(add['p50'])} | {fmt(add['p95'])} | {fmt(add['ratio_p50'])} |"
+        )
+        if "ttft_ms" in entry:
+            t, ta = entry["ttft_ms"], entry["ttft_added_ms"]
+            lines.append(
+                f"| TTFT | {fmt(t['direct']['p50'])} | {fmt(t['gateway']['p50'])} | "
+                f"{fmt(ta['p50'])} | {fmt(ta['p95'])} | {fmt(ta['ratio_p50'])} |"
+            )
+    lines += _profile_markdown(results.get("profiles") or {}, size)
+    return "\n".join(lines)
+
+
+def _failed(count: int, outcomes: dict | None) -> str:
+    """``0``, or the count with how they ended: ``317 (503: 300, timeout: 17)``."""
+    if not count or not outcomes:
+        return str(count)
+    return f"{count} ({', '.join(f'{k}: {v}' for k, v in sorted(outcomes.items()))})"
+
+
+def _profile_markdown(profiles: dict, size: Size) -> list[str]:
+    if not profiles:
+        return []
+    lines = [
+        "",
+        f"### Where the gateway's core goes (py-spy, {size.profile_seconds:g} s under the wrk "
+        "load above, share of samples)",
+        "",
+        "By area (innermost Python frame; C extensions count for their caller), the gateway's "
+        "own functions (inclusive: what each step of the request path costs with everything it "
+        "calls), and the hottest functions (self).",
+        "",
+    ]
+    for name, p in profiles.items():
+        if not p or "error" in p:
+            lines += [f"{name}: no profile ({(p or {}).get('error', 'py-spy failed')}).", ""]
+            continue
+        lines += [f"**{name}** ({p['samples']} samples)", ""]
+        for title, rows in (
+            ("area", p["areas"]),
+            ("gateway function (inclusive)", p["gateway"][:10]),
+            ("function (self)", p["self"][:8]),
+        ):
+            lines += [f"| {title} | share |", "|---|---|"]
+            lines += [f"| `{fn}` | {share:.1%} |" for fn, share in rows]
+            lines.append("")
+    return lines

@@ -1,0 +1,249 @@
+"""Overload: offered load at twice what the pool can serve, from two API keys of equal weight
+(created through the admin API), one of them flooding.
+
+The pool is emulated so that its capacity is known exactly: ``backends`` emulators with
+``slots`` slots each, every answer ``tokens`` tokens ``token_delay`` apart, so the pool serves
+``backends x slots / (tokens x token_delay)`` requests/s. The light key offers its equal share
+(half the capacity), the heavy key the rest of twice the capacity (1.5x). Arrivals are open
+loop at constant spacing; every request is bounded by a client timeout.
+
+First the light key runs alone (its unloaded latency), then both together. Every request
+sent must end — success, 429 or 503; anything else (another 5xx, a connection error, a client
+timeout, a lost request) is counted and reported as a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from loadtest import load, plots
+from loadtest.procs import Emulator, Gateway
+from loadtest.progress import bar
+from loadtest.report import ScenarioResult, Target, fmt
+from loadtest.stats import jain, summary
+
+ADMIN_TOKEN = "loadtest-admin"
+ACCEPTED_REFUSALS = ("429", "503")
+
+
+@dataclass(frozen=True)
+class Size:
+    backends: int
+    slots: int
+    tokens: int
+    token_delay: float
+    unloaded_seconds: float
+    overload_seconds: float
+    queue_size: int
+    queue_timeout: float
+
+    @classmethod
+    def of(cls, smoke: bool) -> Size:
+        if smoke:
+            return cls(1, 2, 10, 0.01, 2.0, 3.0, 8, 2.0)
+        return cls(2, 4, 32, 0.005, 20.0, 40.0, 32, 5.0)
+
+    @property
+    def capacity(self) -> float:
+        """Requests/s the pool serves."""
+        return self.backends * self.slots / (self.tokens * self.token_delay)
+
+
+def _request(url: str, key: str, label: str, tokens: int) -> load.Request:
+    body = {
+        "model": "emulated",
+        "max_tokens": tokens,
+        "messages": [{"role": "user", "content": f"A request from {label}."}],
+    }
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+    return load.Request(
+        f"{url}/v1/chat/completions", msgspec.json.encode(body), headers, label=label
+    )
+
+
+async def _offer(
+    url: str, keys: dict[str, str], rates: dict[str, float], size: Size, seconds: float, desc: str
+) -> dict[str, list[load.Sample]]:
+    timeout = size.queue_timeout + size.tokens * size.token_delay + 20
+    total = sum(int(r * seconds) for r in rates.values())
+    with bar(desc, total) as tick:
+        runs = await asyncio.gather(
+            *(
+                load.open_loop(
+                    lambda i, n=name: _request(url, keys[n], n, size.tokens),
+                    rate=rate,
+                    duration=seconds,
+                    timeout=timeout,
+                    progress=tick,
+                )
+                for name, rate in rates.items()
+            )
+        )
+    return dict(zip(rates, runs, strict=True))
+
+
+def _key_report(samples: list[load.Sample], sent: int, seconds: float) -> dict:
+    ok = [s for s in samples if s.outcome == "ok"]
+    tokens = sum((s.usage or {}).get("total_tokens", 0) for s in ok)
+    outcomes = Counter(s.outcome for s in samples)
+    return {
+        "sent": sent,
+        "ended": len(samples),
+        "outcomes": dict(outcomes),
+        "goodput_rps": round(len(ok) / seconds, 2),
+        "served_tokens": tokens,
+        "latency_ms": summary([s.latency for s in ok]),
+        "refusal_latency_ms": summary(
+            [s.latency for s in samples if s.outcome in ACCEPTED_REFUSALS and s.latency]
+        ),
+    }
+
+
+async def run(out: Path, *, smoke: bool) -> ScenarioResult:
+    size = Size.of(smoke)
+    share = size.capacity / 2
+    rates = {"light": share, "heavy": 2 * size.capacity - share}
+    emulators = [
+        Emulator(
+            alias="emulated", slots=size.slots, tokens=size.tokens, token_delay=size.token_delay
+        )
+        for _ in range(size.backends)
+    ]
+    try:
+        for emulator in emulators:
+            emulator.start()
+        extra = (
+            "--queue-size",
+            str(size.queue_size),
+            "--queue-timeout",
+            str(size.queue_timeout),
+            "--probe-interval",
+            "1",
+        )
+        with Gateway([e.url for e in emulators], admin_token=ADMIN_TOKEN, extra=extra) as gw:
+            keys = {name: gw.create_key(f"overload-{name}") for name in rates}
+            unloaded = await _offer(
+                gw.url,
+                keys,
+                {"light": share},
+                size,
+                size.unloaded_seconds,
+                "overload: light key alone",
+            )
+            loaded = await _offer(
+                gw.url, keys, rates, size, size.overload_seconds, "overload: both keys"
+            )
+    finally:
+        for emulator in emulators:
+            emulator.stop()
+
+    alone = _key_report(
+        unloaded["light"], int(share * size.unloaded_seconds), size.unloaded_seconds
+    )
+    per_key = {
+        name: _key_report(
+            loaded[name], max(1, int(rate * size.overload_seconds)), size.overload_seconds
+        )
+        for name, rate in rates.items()
+    }
+    served = [per_key[n]["served_tokens"] for n in rates]
+    total_served = sum(served) or 1
+    for name in rates:
+        per_key[name]["served_token_share"] = round(
+            per_key[name]["served_tokens"] / total_served, 4
+        )
+    everything = [s for run in loaded.values() for s in run] + unloaded["light"]
+    counts = Counter(s.outcome for s in everything)
+    sent = alone["sent"] + sum(k["sent"] for k in per_key.values())
+    bad = {o: n for o, n in counts.items() if o not in ("ok", *ACCEPTED_REFUSALS)}
+    results = {
+        "capacity_rps": size.capacity,
+        "offered_rps": rates,
+        "light_unloaded": alone,
+        "keys": per_key,
+        "goodput_rps": round(sum(k["goodput_rps"] for k in per_key.values()), 2),
+        "goodput_share_of_capacity": round(
+            sum(k["goodput_rps"] for k in per_key.values()) / size.capacity, 3
+        ),
+        "jain_served_tokens": jain(served),
+        "sent": sent,
+        "ended": len(everything),
+        "lost": sent - len(everything),
+        "hung": counts.get("timeout", 0),
+        "failed_otherwise": bad,
+    }
+    result = ScenarioResult("overload", {**size.__dict__, "capacity_rps": size.capacity}, results)
+    latencies = {
+        "light alone": [s.latency for s in unloaded["light"] if s.outcome == "ok"],
+        **{f"{n} (overload)": [s.latency for s in loaded[n] if s.outcome == "ok"] for n in rates},
+    }
+    result.plots = plots.overload(out, per_key, latencies)
+    result.targets = _targets(results)
+    result.markdown = _markdown(results, size)
+    light = per_key["light"]["outcomes"]
+    if light.get("429"):
+        result.notes.append(
+            f"The light key was refused {light['429']} times with 429 (queue full) although it "
+            "offered only its equal share: the wait queue's bound (`--queue-size`) is one count "
+            "per model, so the flooding key's waiters fill it and a newcomer of any key is "
+            "refused (`gateway/store/admission_acquire.lua`, the `full` reply). The fair order "
+            "applies only to requests already queued."
+        )
+    return result
+
+
+def _targets(r: dict) -> list[Target]:
+    p99 = r["keys"]["light"]["latency_ms"]["p99"]
+    base = r["light_unloaded"]["latency_ms"]["p99"]
+    ratio = round(p99 / base, 2) if p99 and base else None
+    j = r["jain_served_tokens"]
+    broken = r["lost"] + r["hung"] + sum(r["failed_otherwise"].values())
+    return [
+        Target("lost + hung + other failures", "0", broken, broken == 0),
+        Target(
+            "Jain's index over served-token shares", "≥ 0.95", j, None if j is None else j >= 0.95
+        ),
+        Target(
+            "light key p99 under overload / unloaded p99",
+            "≤ 2x",
+            ratio,
+            None if ratio is None else ratio <= 2,
+        ),
+    ]
+
+
+def _markdown(r: dict, size: Size) -> str:
+    lines = [
+        f"Pool: {size.backends} emulated backends x {size.slots} slots, {size.tokens} tokens "
+        f"x {size.token_delay * 1000:g} ms per answer → capacity {fmt(r['capacity_rps'])} req/s. "
+        f"Offered {fmt(r['offered_rps']['light'])} req/s (light) + "
+        f"{fmt(r['offered_rps']['heavy'])} req/s (heavy) = 2x capacity, for "
+        f"{size.overload_seconds:g} s; gateway `--queue-size {size.queue_size} --queue-timeout "
+        f"{size.queue_timeout:g}`, auth on, both keys weight 1.",
+        "",
+        f"Goodput {fmt(r['goodput_rps'])} req/s ({fmt(r['goodput_share_of_capacity'])} of "
+        f"capacity); sent {r['sent']}, ended {r['ended']}, lost {r['lost']}, hung {r['hung']}, "
+        f"other failures {r['failed_otherwise'] or 0}; "
+        f"Jain's index {fmt(r['jain_served_tokens'])}.",
+        "",
+        "| key | offered req/s | sent | ok | 429 | 503 | other | goodput req/s | token share | "
+        "p50 | p99 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = [("light alone", r["light_unloaded"], r["offered_rps"]["light"])]
+    rows += [(n, k, r["offered_rps"][n]) for n, k in r["keys"].items()]
+    for name, k, rate in rows:
+        o = k["outcomes"]
+        other = sum(v for x, v in o.items() if x not in ("ok", "429", "503"))
+        lines.append(
+            f"| {name} | {fmt(rate)} | {k['sent']} | {o.get('ok', 0)} | {o.get('429', 0)} | "
+            f"{o.get('503', 0)} | {other} | {fmt(k['goodput_rps'])} | "
+            f"{fmt(k.get('served_token_share'))} | {fmt(k['latency_ms']['p50'])} | "
+            f"{fmt(k['latency_ms']['p99'])} |"
+        )
+    return "\n".join(lines)
