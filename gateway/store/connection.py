@@ -12,7 +12,6 @@ from redis import exceptions as redis_errors
 
 from gateway.errors import Unavailable
 
-
 #: Connections one replica keeps to Redis. Every request in flight may hold one or two at a
 #: moment (limits beside the affinity lookup), plus one for the grant mailbox.
 POOL_SIZE = 512

@@ -109,8 +109,17 @@ def test_failover_when_a_backend_is_killed(doomed_pool: list[LlamaServer]) -> No
     first, second = doomed_pool
     # Slow probes: requests discover the death. round-robin: every other request is sent to
     # the dead backend first, until it is taken out of rotation.
-    gw = Gateway("--backend", first.url, "--backend", second.url, "--no-auth",
-                 "--probe-interval", "30", "--routing", "round-robin")
+    gw = Gateway(
+        "--backend",
+        first.url,
+        "--backend",
+        second.url,
+        "--no-auth",
+        "--probe-interval",
+        "30",
+        "--routing",
+        "round-robin",
+    )
     gw.start()
     try:
         client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="x", max_retries=0)

@@ -19,8 +19,16 @@ CHAT = {"model": "smollm2", "max_tokens": 3, "messages": [{"role": "user", "cont
 
 @pytest.fixture(scope="module")
 def keyed_gateway(backends: list[LlamaServer]) -> Iterator[Gateway]:
-    gw = Gateway("--backend", backends[0].url, "--backend", backends[1].url,
-                 "--admin-token", ADMIN, "--queue-timeout", "300")
+    gw = Gateway(
+        "--backend",
+        backends[0].url,
+        "--backend",
+        backends[1].url,
+        "--admin-token",
+        ADMIN,
+        "--queue-timeout",
+        "300",
+    )
     try:
         yield gw.start()
     finally:
@@ -28,8 +36,9 @@ def keyed_gateway(backends: list[LlamaServer]) -> Iterator[Gateway]:
 
 
 def _create(gw: Gateway, **fields) -> dict:
-    response = httpx.post(f"{gw.url}/admin/keys", json=fields,
-                          headers={"Authorization": f"Bearer {ADMIN}"})
+    response = httpx.post(
+        f"{gw.url}/admin/keys", json=fields, headers={"Authorization": f"Bearer {ADMIN}"}
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -54,8 +63,9 @@ def test_a_key_is_required_and_checked(keyed_gateway: Gateway) -> None:
     answer = _chat(keyed_gateway, key["key"])
     assert answer.status_code == 200, answer.text
     assert answer.json()["choices"][0]["message"]["content"]
-    models = httpx.get(f"{keyed_gateway.url}/v1/models",
-                       headers={"Authorization": f"Bearer {key['key']}"})
+    models = httpx.get(
+        f"{keyed_gateway.url}/v1/models", headers={"Authorization": f"Bearer {key['key']}"}
+    )
     assert models.status_code == 200
     assert httpx.get(f"{keyed_gateway.url}/v1/models").status_code == 401
 
@@ -63,8 +73,9 @@ def test_a_key_is_required_and_checked(keyed_gateway: Gateway) -> None:
 def test_admin_api_needs_the_admin_token(keyed_gateway: Gateway) -> None:
     assert _error(httpx.get(f"{keyed_gateway.url}/admin/keys"), 401)
     key = _create(keyed_gateway, name="not-an-admin")
-    listing = httpx.get(f"{keyed_gateway.url}/admin/keys",
-                        headers={"Authorization": f"Bearer {key['key']}"})
+    listing = httpx.get(
+        f"{keyed_gateway.url}/admin/keys", headers={"Authorization": f"Bearer {key['key']}"}
+    )
     _error(listing, 401)
 
 
@@ -107,8 +118,9 @@ def test_max_concurrency(keyed_gateway: Gateway) -> None:
     key = _create(keyed_gateway, name="one-at-a-time", max_concurrency=1)
     body = {**CHAT, "max_tokens": 400, "stream": True, "ignore_eos": True}
     headers = {"Authorization": f"Bearer {key['key']}"}
-    with httpx.stream("POST", f"{keyed_gateway.url}/v1/chat/completions", json=body,
-                      headers=headers, timeout=120) as running:
+    with httpx.stream(
+        "POST", f"{keyed_gateway.url}/v1/chat/completions", json=body, headers=headers, timeout=120
+    ) as running:
         lines = running.iter_lines()
         next(lines)
         error = _error(_chat(keyed_gateway, key["key"]), 429)
@@ -124,8 +136,9 @@ def test_max_concurrency(keyed_gateway: Gateway) -> None:
 def test_revocation_lands_within_seconds(keyed_gateway: Gateway) -> None:
     key = _create(keyed_gateway, name="short-lived")
     assert _chat(keyed_gateway, key["key"]).status_code == 200
-    revoked = httpx.delete(f"{keyed_gateway.url}/admin/keys/{key['id']}",
-                           headers={"Authorization": f"Bearer {ADMIN}"})
+    revoked = httpx.delete(
+        f"{keyed_gateway.url}/admin/keys/{key['id']}", headers={"Authorization": f"Bearer {ADMIN}"}
+    )
     assert revoked.status_code == 200
     deadline = time.monotonic() + 5
     while _chat(keyed_gateway, key["key"]).status_code == 200:
@@ -144,9 +157,7 @@ def test_no_secret_in_logs_or_metrics(keyed_gateway: Gateway) -> None:
         assert secret not in keyed_gateway.log()
 
 
-def test_fair_share_between_a_flood_and_a_single_request(
-    llama_bin: str, model_path: str
-) -> None:
+def test_fair_share_between_a_flood_and_a_single_request(llama_bin: str, model_path: str) -> None:
     """One key floods a one-slot backend; another key's single request is served within
     about one request's service time, not after the flood."""
     server = LlamaServer(llama_bin, model_path, parallel=1, ctx_size=1024).start()

@@ -17,14 +17,16 @@ from gateway.store import keys
 from tests.support.processes import Gateway, LlamaServer
 from tests.support.redis_server import RedisServer
 
-CHAT = {"model": "smollm2", "max_tokens": 16,
-        "messages": [{"role": "user", "content": "Write a haiku about rain."}]}
+CHAT = {
+    "model": "smollm2",
+    "max_tokens": 16,
+    "messages": [{"role": "user", "content": "Write a haiku about rain."}],
+}
 
 
 def _replica(redis_url: str, backends: list[LlamaServer], *extra: str) -> Gateway:
     args = [a for b in backends for a in ("--backend", b.url)]
-    return Gateway(*args, "--no-auth", "--redis-url", redis_url, "--queue-timeout", "600",
-                   *extra)
+    return Gateway(*args, "--no-auth", "--redis-url", redis_url, "--queue-timeout", "600", *extra)
 
 
 @pytest.fixture
@@ -63,10 +65,12 @@ async def test_three_replicas_never_exceed_the_slots(
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     async with httpx.AsyncClient(timeout=600) as client:
-        answers = await asyncio.gather(*(
-            client.post(f"{three_replicas[i % 3].url}/v1/chat/completions", json=CHAT)
-            for i in range(60)
-        ))
+        answers = await asyncio.gather(
+            *(
+                client.post(f"{three_replicas[i % 3].url}/v1/chat/completions", json=CHAT)
+                for i in range(60)
+            )
+        )
     stop.set()
     watcher.join()
     assert [a.status_code for a in answers] == [200] * 60
@@ -82,8 +86,7 @@ def test_a_killed_replica_frees_its_lease_within_the_ttl(
     store = redis.Redis(port=redis_server.port)
     lease_key = keys.leases("smollm2", f"127.0.0.1:{backends[0].port}")
     body = {**CHAT, "max_tokens": 2000, "stream": True, "ignore_eos": True}
-    with httpx.stream("POST", f"{doomed.url}/v1/chat/completions", json=body,
-                      timeout=60) as stream:
+    with httpx.stream("POST", f"{doomed.url}/v1/chat/completions", json=body, timeout=60) as stream:
         lines = stream.iter_lines()
         next(lines)
         assert store.zcard(lease_key) == 1
@@ -102,16 +105,15 @@ def test_a_killed_replica_frees_its_lease_within_the_ttl(
         survivor.stop()
 
 
-def test_redis_outage_gives_503_and_recovers(
-    tmp_path, backends: list[LlamaServer]
-) -> None:
+def test_redis_outage_gives_503_and_recovers(tmp_path, backends: list[LlamaServer]) -> None:
     server = RedisServer(tmp_path / "redis")
     server.start()
     gw = _replica(server.url, backends, "--lease-ttl", "3").start()
     try:
         body = {**CHAT, "max_tokens": 200, "stream": True, "ignore_eos": True}
-        with httpx.stream("POST", f"{gw.url}/v1/chat/completions", json=body,
-                          timeout=120) as admitted:
+        with httpx.stream(
+            "POST", f"{gw.url}/v1/chat/completions", json=body, timeout=120
+        ) as admitted:
             lines = admitted.iter_lines()
             next(lines)
             server.stop()
@@ -129,8 +131,9 @@ def test_redis_outage_gives_503_and_recovers(
 
         server.start()
         deadline = time.monotonic() + 20
-        while (answer := httpx.post(f"{gw.url}/v1/chat/completions", json=CHAT,
-                                    timeout=120)).status_code != 200:
+        while (
+            answer := httpx.post(f"{gw.url}/v1/chat/completions", json=CHAT, timeout=120)
+        ).status_code != 200:
             assert time.monotonic() < deadline, answer.text
             time.sleep(0.3)
         deadline = time.monotonic() + 10

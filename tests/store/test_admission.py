@@ -29,14 +29,23 @@ def _backend(port: int, slots: int) -> Backend:
 class Replica:
     """One gateway replica's admission over a fixed set of backends."""
 
-    def __init__(self, client: redis.Redis, backends: list[Backend], *, lease_ttl: float = 15,
-                 queue_size: int = 100, queue_timeout: float = 10) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        backends: list[Backend],
+        *,
+        lease_ttl: float = 15,
+        queue_size: int = 100,
+        queue_timeout: float = 10,
+    ) -> None:
         self.backends = backends
         self.admission = Admission(
             AdmissionStore(client, lease_ttl=lease_ttl, grant_ttl=lease_ttl * 2 / 3),
             backends=lambda model: [b for b in self.backends if b.model_id == model],
             by_name=lambda name: next((b for b in self.backends if b.name == name), None),
-            queue_size=queue_size, queue_timeout=queue_timeout, lease_ttl=lease_ttl,
+            queue_size=queue_size,
+            queue_timeout=queue_timeout,
+            lease_ttl=lease_ttl,
         )
         self._task: asyncio.Task | None = None
 
@@ -50,8 +59,9 @@ class Replica:
             await asyncio.wait_for(self._task, 5)
 
     async def acquire(self, key: str = "k", **ticket) -> Lease:
-        return await self.admission.acquire(MODEL, list(self.backends),
-                                            ticket=Ticket(key_id=key, **ticket))
+        return await self.admission.acquire(
+            MODEL, list(self.backends), ticket=Ticket(key_id=key, **ticket)
+        )
 
 
 @pytest.fixture
@@ -74,7 +84,8 @@ async def test_leases_never_exceed_slots_across_replicas(
     a, b = two_replicas
     held = [await a.acquire(), await b.acquire(), await a.acquire(), await b.acquire()]
     assert sorted(lease.backend.name for lease in held) == sorted(
-        ["127.0.0.1:9001", "127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9002"])
+        ["127.0.0.1:9001", "127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9002"]
+    )
     waiting = asyncio.create_task(b.acquire())
     await asyncio.sleep(0.2)
     assert not waiting.done()  # four slots, four leases: the fifth waits
@@ -132,8 +143,9 @@ async def test_priority_within_a_key(client: redis.Redis) -> None:
         await replica.stop()
 
 
-async def test_a_dead_replicas_leases_expire(client: redis.Redis, other_client: redis.Redis
-                                             ) -> None:
+async def test_a_dead_replicas_leases_expire(
+    client: redis.Redis, other_client: redis.Redis
+) -> None:
     dead = Replica(client, [_backend(9001, 1)], lease_ttl=0.6)  # never started: no renewals
     live = Replica(other_client, [_backend(9001, 1)], lease_ttl=0.6).start()
     try:
@@ -197,8 +209,7 @@ async def test_excluded_backend_is_not_granted(client: redis.Redis) -> None:
     replica = Replica(client, [_backend(9001, 1), _backend(9002, 1)]).start()
     try:
         first, second = replica.backends
-        lease = await replica.admission.acquire(MODEL, [first, second],
-                                                exclude=frozenset({first}))
+        lease = await replica.admission.acquire(MODEL, [first, second], exclude=frozenset({first}))
         assert lease.backend is second
         await replica.admission.release(lease)
     finally:
