@@ -287,6 +287,16 @@ class Admission:
 
     def _deliver(self, model: str, grant: Grant) -> None:
         waiter = self._waiters.pop(grant.waiter, None)
+        if not grant.backend:  # displaced from a full queue by a key with fewer waiting
+            if waiter is not None and not waiter.future.done():
+                waiter.future.set_exception(
+                    QueueFull(
+                        f"The queue for model '{model}' is full; this key has the most requests "
+                        "waiting, so its newest one made room for another key's",
+                        retry_after=self._retry_after(model, self._backends(model)),
+                    )
+                )
+            return
         backend = self._by_name(grant.backend)
         if waiter is None or waiter.future.done() or backend is None:
             # Its request has gone (deadline, client left): give the slot straight back.

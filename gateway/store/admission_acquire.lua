@@ -26,7 +26,28 @@ if queued >= bound then
   grants = pump(now, cands, grant_ttl)
   queued = tonumber(redis.call('GET', P .. 'q:n')) or 0
   if queued >= bound then
-    return reply('full', queued, grants)
+    -- Still full. A flooding key must not lock the others out of the queue: if some key
+    -- holds more waiters than this one's key would with this request, its newest waiter
+    -- makes room (and is refused: a grant with no backend); otherwise this request is.
+    local mine = redis.call('ZCARD', P .. 'q:k:' .. key_id)
+    local victim_key, most = nil, mine + 1
+    for _, other in ipairs(redis.call('ZRANGE', P .. 'q:keys', 0, -1)) do
+      local n = redis.call('ZCARD', P .. 'q:k:' .. other)
+      if other ~= key_id and n > most then
+        victim_key, most = other, n
+      end
+    end
+    if not victim_key then
+      return reply('full', queued, grants)
+    end
+    local victim = redis.call('ZRANGE', P .. 'q:k:' .. victim_key, -1, -1)[1]
+    local victim_replica = redis.call('HGET', P .. 'w:' .. victim, 'replica')
+    drop_waiter(victim_key, victim)
+    if victim_replica then
+      grants[#grants + 1] = victim_replica
+      grants[#grants + 1] = victim
+      grants[#grants + 1] = ''
+    end
   end
 end
 

@@ -214,3 +214,34 @@ async def test_excluded_backend_is_not_granted(client: redis.Redis) -> None:
         await replica.admission.release(lease)
     finally:
         await replica.stop()
+
+
+async def test_a_flood_cannot_lock_other_keys_out_of_a_full_queue(client: redis.Redis) -> None:
+    replica = Replica(client, [_backend(9001, 1)], queue_size=3).start()
+    try:
+        held = await replica.acquire("flood")
+        flood = [asyncio.create_task(replica.acquire("flood")) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        with pytest.raises(QueueFull):  # the same key cannot push its own waiters out
+            await replica.acquire("flood")
+        light = asyncio.create_task(replica.acquire("light"))
+        await asyncio.sleep(0.1)
+        # The flood's newest waiter made room; the light key's request waits in the queue.
+        refused = [t for t in flood if t.done()]
+        assert len(refused) == 1 and isinstance(refused[0].exception(), QueueFull)
+        assert not light.done()
+        # Fair order from here: the light key is served next, or after one flood request.
+        lease, served = held, []
+        while not light.done():
+            await replica.admission.release(lease)
+            await asyncio.sleep(0.1)
+            done = [t for t in [*flood, light] if t.done() and t not in served and t not in refused]
+            (task,) = done
+            served.append(task)
+            lease = task.result()
+        assert len(served) <= 2
+        await replica.admission.release(lease)
+        for task in flood:
+            task.cancel()
+    finally:
+        await replica.stop()
