@@ -188,11 +188,11 @@ async def run(out: Path, *, smoke: bool) -> ScenarioResult:
     light = per_key["light"]["outcomes"]
     if light.get("429"):
         result.notes.append(
-            f"The light key was refused {light['429']} times with 429 (queue full) although it "
-            "offered only its equal share: the wait queue's bound (`--queue-size`) is one count "
-            "per model, so the flooding key's waiters fill it and a newcomer of any key is "
-            "refused (`gateway/store/admission_acquire.lua`, the `full` reply). The fair order "
-            "applies only to requests already queued."
+            f"The light key was refused {light['429']} times with 429 (queue full). A full queue "
+            "refuses the newest waiter of the key holding the most (`gateway/store/"
+            "admission_acquire.lua`), so these refusals come when the light key's own waiters "
+            "are as many as the flood's: the pool (or the gateway's core) cannot serve even "
+            "the light key's share at this rate."
         )
     return result
 
