@@ -453,7 +453,7 @@ async def test_trace_with_genai_attributes_and_traceparent_upstream(
         secret = {"Authorization": f"Bearer {created.json()['key']}"}
         answer = await http.post(
             "/v1/chat/completions",
-            json={"model": "smollm2", "messages": CHAT, "max_tokens": 5},
+            json={"model": "smollm2", "messages": CHAT, "max_tokens": 5, "ignore_eos": True},
             headers={"x-request-id": "trace-me", **secret},
         )
         assert answer.status_code == 200, answer.text

@@ -10,6 +10,9 @@ import pytest
 from tests.support.processes import Gateway, LlamaServer
 
 CHAT = [{"role": "user", "content": "Name one colour."}]
+#: llama-server's own field, passed through by the gateway: generate exactly max_tokens, so
+#: counts do not depend on where the model chooses to stop.
+FULL_LENGTH = {"ignore_eos": True}
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +64,7 @@ def test_stream_with_usage_ends_with_the_usage_chunk(client: openai.OpenAI) -> N
             max_tokens=6,
             stream=True,
             stream_options={"include_usage": True},
+            extra_body=FULL_LENGTH,
         )
     )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -75,7 +79,9 @@ def test_stream_without_usage_is_still_accounted(
     counted = gateway.metric("llama_gateway_completion_tokens_total", model="smollm2")
     before = _counters(backends)
     chunks = list(
-        client.chat.completions.create(model="smollm2", messages=CHAT, max_tokens=5, stream=True)
+        client.chat.completions.create(
+            model="smollm2", messages=CHAT, max_tokens=5, stream=True, extra_body=FULL_LENGTH
+        )
     )
     after = _counters(backends)
 
@@ -105,7 +111,9 @@ async def test_async_client_streams_and_completes(async_client: openai.AsyncOpen
 
 def test_completions(client: openai.OpenAI, backends: list[LlamaServer]) -> None:
     before = _counters(backends)
-    answer = client.completions.create(model="smollm2", prompt="The sky is", max_tokens=5)
+    answer = client.completions.create(
+        model="smollm2", prompt="The sky is", max_tokens=5, extra_body=FULL_LENGTH
+    )
     after = _counters(backends)
     assert answer.choices[0].text
     assert answer.usage.completion_tokens == after[1] - before[1] == 5
