@@ -58,11 +58,14 @@ def asset(what: str, env_name: str) -> str:
     return out.stdout.strip()
 
 
-def wait_http(url: str, *, timeout: float, process: subprocess.Popen, status: int = 200) -> None:
+def wait_http(
+    url: str, *, timeout: float, process: subprocess.Popen | None = None, status: int = 200
+) -> None:
+    """Poll ``url`` until it answers ``status``; fail early if ``process`` exits."""
     deadline = time.monotonic() + timeout
     last: object = None
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if process is not None and process.poll() is not None:
             raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
         try:
             last = httpx.get(url, timeout=2).status_code

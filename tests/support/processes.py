@@ -5,53 +5,18 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
+# One copy of the process helpers, shared with the benchmark harness.
+from loadtest.procs import asset, free_port, wait_http
+
+__all__ = ["ROOT", "Gateway", "LlamaServer", "asset", "free_port", "wait_http"]
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def asset(what: str, env_name: str) -> str:
-    """Path of the model or the llama-server binary: from the environment (``make test``
-    sets both) or fetched by ``scripts/assets.py`` into the cache."""
-    if os.environ.get(env_name):
-        return os.environ[env_name]
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "assets.py"), what],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return out.stdout.strip()
-
-
-def wait_http(
-    url: str, *, timeout: float, process: subprocess.Popen | None = None, status: int = 200
-) -> None:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
-        try:
-            last = httpx.get(url, timeout=2).status_code
-            if last == status:
-                return
-        except httpx.HTTPError as exc:
-            last = repr(exc)
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer {status} within {timeout} s (last: {last})")
 
 
 class LlamaServer:
