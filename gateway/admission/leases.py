@@ -29,7 +29,7 @@ from redis.asyncio.client import Pipeline
 from gateway.errors import GatewayError, QueueFull, QueueTimeout
 from gateway.pool.backend import Backend
 from gateway.store.admission import AdmissionStore, Grant, Reply
-from gateway.store.connection import reachable
+from gateway.store.connection import execute, reachable
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class Admission:
             handle = self.release_command(pipe, lease)
             try:
                 with reachable("admission store"):
-                    (items,) = await pipe.execute(raise_on_error=False)
+                    (items,) = await execute(pipe)
             except GatewayError as exc:
                 items = exc
         handle(items)
@@ -260,7 +260,7 @@ class Admission:
             async with self.store.redis.pipeline(transaction=False) as pipe:
                 for renewal in extra:
                     renewal(pipe)
-                await pipe.execute(raise_on_error=False)
+                await execute(pipe)
 
     # -- steps ----------------------------------------------------------------------------
 

@@ -12,12 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.asyncio.client import Pipeline
+
 from gateway.admission.leases import Admission, Lease
 from gateway.errors import GatewayError
 from gateway.pool.backend import Backend
 from gateway.requests import ParsedRequest
 from gateway.store.apikeys import ApiKey
-from gateway.store.connection import reachable
+from gateway.store.connection import execute, reachable
 from gateway.store.limits import Limiter, LimitState
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.request import RequestTelemetry
@@ -25,6 +27,10 @@ from gateway.upstream.client import UpstreamResponse
 from gateway.upstream.sse import StreamOutcome
 
 log = logging.getLogger(__name__)
+
+#: Queues commands on the pipeline that closes an exchange; returns what to do with their
+#: replies.
+ClosingCommand = Callable[[Pipeline], Callable[[list[Any]], None]]
 
 #: Status recorded for a request whose client went away before the end.
 CLIENT_CLOSED = 499
@@ -66,8 +72,15 @@ class Accountant:
         self.clock = clock
         self._closing: set[asyncio.Future[None]] = set()
 
-    def close(self, exchange: Exchange, *, status: int | None = None) -> asyncio.Future[None]:
-        """Release and account ``exchange``, once, however it ended.
+    def close(
+        self,
+        exchange: Exchange,
+        *,
+        status: int | None = None,
+        also: ClosingCommand | None = None,
+    ) -> asyncio.Future[None]:
+        """Release and account ``exchange``, once, however it ended; ``also`` queues more
+        commands on the same round trip (affinity's record).
 
         Runs as a task of its own: a stream cut off by a client disconnect is inside a
         cancelled scope, where any await would be cancelled again before the lease is back.
@@ -93,12 +106,14 @@ class Accountant:
                 first_byte_at=outcome.first_byte_at,
                 response_model=exchange.backend.model_id,
             )
-        exchange.closing = asyncio.ensure_future(self._settle(exchange, status))
+        exchange.closing = asyncio.ensure_future(self._settle(exchange, status, also))
         self._closing.add(exchange.closing)
         exchange.closing.add_done_callback(self._closing.discard)
         return exchange.closing
 
-    async def _settle(self, exchange: Exchange, status: int) -> None:
+    async def _settle(
+        self, exchange: Exchange, status: int, also: ClosingCommand | None = None
+    ) -> None:
         usage: dict[str, Any] = exchange.outcome.usage or {}
         actual = int(usage.get("total_tokens") or 0)
         limits = exchange.limits
@@ -107,12 +122,17 @@ class Accountant:
             self.limiter.settle_command(
                 pipe, exchange.key, limits.estimated_tokens, actual, request_id=limits.request_id
             )
+            ours = len(pipe)
+            handle_also = also(pipe) if also is not None else None
+            queued = len(pipe)
             try:
                 with reachable("store"):
-                    replies = await pipe.execute(raise_on_error=False)
+                    replies = await execute(pipe)
             except GatewayError as exc:
-                replies = [exc]
+                replies = [exc] * queued
         handle(replies[0])
+        if handle_also is not None:
+            handle_also(replies[ours:])
         self._account(exchange, status, usage)
 
     def _account(self, exchange: Exchange, status: int, usage: dict[str, Any]) -> None:

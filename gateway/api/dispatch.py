@@ -8,13 +8,14 @@ reached the client yet. After the first byte a failure ends the stream with an e
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import msgspec
+from redis.exceptions import RedisError
 
 from gateway.admission.leases import Admission, Lease, Ticket
 from gateway.api.accounting import Accountant, Exchange
@@ -26,6 +27,7 @@ from gateway.requests import ParsedRequest
 from gateway.routing.affinity import AffinityRouter, Lookup
 from gateway.routing.policies import Policy, Snapshot
 from gateway.store.apikeys import ApiKey
+from gateway.store.connection import execute
 from gateway.store.limits import Limiter, LimitState
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.request import RequestTelemetry
@@ -79,12 +81,10 @@ class Dispatcher:
         started_at = self.clock()
         telemetry = telemetry or RequestTelemetry.detached()
         model = self.pool.resolve(request.model)
-        # Where the prefix is cached: its round trip overlaps the limits check.
-        lookup = self.affinity.prefetch(request, model) if self.affinity else None
         with telemetry.phase("limits"):
             self.authenticator.check_model(key, model)
             estimate = request.estimated_tokens()
-            limits = await self.limiter.admit(key, estimate)
+            limits, lookup = await self._admit(request, model, key, estimate)
         try:
             self.pool.demand(model, request.keep_alive)  # loads a declared model if needed
             await self._check_fits(model, request)
@@ -138,12 +138,35 @@ class Dispatcher:
 
     def close(self, exchange: Exchange, *, status: int | None = None):
         """Give the lease back and account the request, once, however it ended."""
-        closing = self.accountant.close(exchange, status=status)
-        if self.affinity is not None:  # then, off the hot path, where its prefix now lives
-            self.affinity.record_after(exchange.lease, closing, exchange.outcome.usage)
+        usage = exchange.outcome.usage
+        record = None
+        if self.affinity is not None:  # where its prefix now lives, sent with the release
+            record = self.affinity.closing_command(exchange.lease, usage)
+        closing = self.accountant.close(exchange, status=status, also=record)
+        if self.affinity is not None and record is None:
+            self.affinity.record_after(exchange.lease, closing, usage)
         return closing
 
     # -- steps ------------------------------------------------------------------------------
+
+    async def _admit(
+        self, request: ParsedRequest, model: str, key: ApiKey, estimate: int
+    ) -> tuple[LimitState, Lookup | None]:
+        """Check and charge the key's limits and look up where the prompt's prefix is cached:
+        one round trip. Raises :class:`RateLimited`, or ``Unavailable`` without the store."""
+        async with self.admission.store.redis.pipeline(transaction=False) as pipe:
+            admitted = self.limiter.admit_command(pipe, key, estimate)
+            ours = len(pipe)
+            found = self.affinity.lookup_command(pipe, request, model) if self.affinity else None
+            queued = len(pipe)
+            replies: list[Any] = []
+            if queued:
+                try:
+                    replies = await execute(pipe)
+                except RedisError as exc:
+                    replies = [exc] * queued
+        lookup = found(replies[ours:]) if found is not None else None
+        return admitted(replies[:ours]), lookup
 
     async def _check_fits(self, model: str, request: ParsedRequest) -> None:
         backends = self.pool.serving(model)
@@ -159,7 +182,7 @@ class Dispatcher:
         limits: LimitState,
         headers: dict[str, str] | None,
         telemetry: RequestTelemetry,
-        lookup: asyncio.Future[Lookup] | None,
+        lookup: Lookup | None,
     ) -> tuple[Lease, UpstreamResponse]:
         """Lease a slot and open the upstream request; one retry elsewhere before a byte."""
         ticket = Ticket(key.id, key.weight, key.priority, max(1, request.estimated_tokens()))
@@ -206,7 +229,7 @@ class Dispatcher:
         exclude: frozenset[Backend],
         ticket: Ticket,
         request: ParsedRequest,
-        lookup: asyncio.Future[Lookup] | None,
+        lookup: Lookup | None,
     ) -> Lease:
         candidates = self.pool.serving(model)
         inflight = {b: self.admission.inflight(b) for b in candidates}

@@ -4,18 +4,21 @@ after the response.
 
 The steps around one request, keyed by its lease:
 
-1. :meth:`AffinityRouter.snapshot` — the request's fingerprint chain, one Redis round trip for
-   the longest match per backend, and the slots known busy: a frozen :class:`Snapshot`.
+1. :meth:`AffinityRouter.lookup_command` — the request's fingerprint chain and the lookup of
+   the longest match per backend, queued on the limits check's round trip; then
+   :meth:`AffinityRouter.snapshot` — that and the slots known busy: a frozen
+   :class:`Snapshot`.
 2. :meth:`AffinityRouter.place` — admission granted a lease: count hit, miss or spill and,
    with ``pin_slots``, pin the matching slot if it is surely idle; :meth:`body` then carries
    ``id_slot``.
-3. :meth:`AffinityRouter.record_after` — once the exchange is closed (after the last byte,
-   off the hot path): the request's chain → the backend (and slot). A non-streamed answer,
-   decoded anyway for its usage, is recorded too (:meth:`answered`), so the next turn matches
-   at full depth. Streams are recorded without their answer, as the relay decodes no content
-   chunks: the next turn still matches the recorded prompt — one assistant message short of
-   its full depth — and that names the backend that holds the conversation
-   (``docs/routing.md`` has the measurement).
+3. :meth:`AffinityRouter.closing_command` — after the last byte: the request's chain → the
+   backend (and slot), queued on the round trip that gives the lease back
+   (:meth:`record_after` instead, when the served slot must be read from ``/slots`` first). A
+   non-streamed answer, decoded anyway for its usage, is recorded too (:meth:`answered`), so
+   the next turn matches at full depth. Streams are recorded without their answer, as the
+   relay decodes no content chunks: the next turn still matches the recorded prompt — one
+   assistant message short of its full depth — and that names the backend that holds the
+   conversation (``docs/routing.md`` has the measurement).
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from redis.asyncio.client import Pipeline
 
 from gateway.errors import GatewayError
 from gateway.pool.backend import Backend
@@ -67,10 +71,15 @@ class AffinityRouter:
         self._pinned: Counter[tuple[Backend, int]] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def prefetch(self, request: ParsedRequest, model: str) -> asyncio.Future[Lookup]:
-        """Start the lookup of where ``request``'s prefix is cached, so that its Redis round
-        trip overlaps the limits check instead of following it."""
-        return asyncio.ensure_future(self._lookup(request, model))
+    def lookup_command(
+        self, pipe: Pipeline, request: ParsedRequest, model: str
+    ) -> Callable[[list[Any]], Lookup]:
+        """Queue the lookup of where ``request``'s prefix is cached on ``pipe``, so that it
+        rides on the limits check's round trip; returns what turns its replies into the
+        :data:`Lookup` for :meth:`snapshot`."""
+        chain = request_chain(request.endpoint, request.body)
+        matches = self.store.lookup_command(pipe, model, chain.entries, chain.depths)
+        return lambda replies: (chain, matches(replies))
 
     async def _lookup(self, request: ParsedRequest, model: str) -> Lookup:
         chain = request_chain(request.endpoint, request.body)
@@ -82,9 +91,9 @@ class AffinityRouter:
         model: str,
         candidates: Sequence[Backend],
         inflight: Mapping[Backend, int],
-        lookup: asyncio.Future[Lookup] | None = None,
+        lookup: Lookup | None = None,
     ) -> Snapshot:
-        chain, found = await (lookup if lookup is not None else self._lookup(request, model))
+        chain, found = lookup if lookup is not None else await self._lookup(request, model)
         matches = {b: _still_held(b, found[b.url]) for b in candidates if b.url in found}
         pinned = Counter(b for b, _ in self._pinned.elements())
         return Snapshot(
@@ -131,6 +140,30 @@ class AffinityRouter:
         if route is not None:
             self._unpin(route)
 
+    def closing_command(
+        self, lease: Any, usage: Mapping[str, Any] | None
+    ) -> Callable[[Pipeline], Callable[[list[Any]], None]] | None:
+        """The record of ``lease``'s route as a command for the pipeline that gives the lease
+        back, so recording costs no round trip of its own. ``None`` when the record has to
+        wait for the close instead (with ``pin_slots``, the slot llama-server chose is read
+        from ``/slots`` first): :meth:`record_after` does it then."""
+        route = self._routes.get(lease)
+        if route is None or (usage and route.slot is None and self.pin_slots):
+            return None
+        del self._routes[lease]
+        self._unpin(route)
+        if not usage:
+            return None  # no complete answer: do not claim the backend holds it
+        chain, held = self._recorded(route, usage)
+        slot = UNKNOWN_SLOT if route.slot is None else route.slot
+
+        def queue(pipe: Pipeline) -> Callable[[list[Any]], None]:
+            return self.store.record_command(
+                pipe, route.model, chain.entries, route.backend.url, slot, held
+            )
+
+        return queue
+
     def record_after(
         self, lease: Any, closing: asyncio.Future[Any], usage: Mapping[str, Any] | None
     ) -> None:
@@ -157,20 +190,25 @@ class AffinityRouter:
         """The backend now holds the request's prefix (and the answer, if decoded)."""
         if not usage:
             return  # no complete answer: do not claim the backend holds it
-        request = route.request
-        chain = None
-        if route.answer is not None:
-            chain = answered_chain(request.endpoint, request.body, route.answer)
-        if chain is None:
-            chain = route.chain
+        chain, held = self._recorded(route, usage)
         slot = route.slot
-        held = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0) - 1
         if slot is None and self.pin_slots:
             slot = await self._find_slot(route.backend, held)
         slot = UNKNOWN_SLOT if slot is None else slot
         await self.store.record(route.model, chain.entries, route.backend.url, slot, held)
 
     # -- steps ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _recorded(route: Route, usage: Mapping[str, Any]) -> tuple[Chain, int]:
+        """The chain to record — with the answer when it was decoded — and the tokens the
+        slot held after the request (its prompt and all but the last generated token)."""
+        request = route.request
+        chain = None
+        if route.answer is not None:
+            chain = answered_chain(request.endpoint, request.body, route.answer)
+        held = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0) - 1
+        return chain or route.chain, held
 
     def _unpin(self, route: Route) -> None:
         if route.slot is None:

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from gateway.store import keys
-from gateway.store.connection import reachable, script
+from gateway.store.connection import queue_script, reachable, script
 
 #: (backend name, slot count) in the routing policy's order.
 Candidates = Sequence[tuple[str, int]]
@@ -63,7 +63,7 @@ class AdmissionStore:
         self.grant_ttl_ms = int(grant_ttl * 1000)
         lib = script("admission_lib.lua")
         self._acquire = redis.register_script(lib + script("admission_acquire.lua"))
-        self._release_source = lib + script("admission_release.lua")
+        self._release = redis.register_script(lib + script("admission_release.lua"))
         self._leave = redis.register_script(lib + script("admission_leave.lua"))
         self._pump = redis.register_script(lib + script("admission_pump.lua"))
         self._renew = redis.register_script(lib + script("admission_renew.lua"))
@@ -111,16 +111,18 @@ class AdmissionStore:
         self, pipe: Pipeline, model: str, backend: str, lease: str, candidates: Candidates
     ) -> None:
         """Queue a release on ``pipe`` (sent with, e.g., the limits settlement: one round
-        trip). Plain EVAL: a pipelined registered script would cost a SCRIPT EXISTS first."""
-        pipe.eval(
-            self._release_source,
-            1,
-            keys.queue_keys(model),
-            keys.model_prefix(model),
-            backend,
-            lease,
-            self.grant_ttl_ms,
-            *_flatten(candidates),
+        trip)."""
+        queue_script(
+            pipe,
+            self._release,
+            [keys.queue_keys(model)],
+            [
+                keys.model_prefix(model),
+                backend,
+                lease,
+                self.grant_ttl_ms,
+                *_flatten(candidates),
+            ],
         )
 
     @staticmethod

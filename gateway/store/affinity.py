@@ -15,14 +15,16 @@ and requests are routed by load alone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from gateway.store import keys
-from gateway.store.connection import script
+from gateway.store.connection import queue_script, script
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +65,18 @@ class AffinityStore:
                 keys=[keys.affinity_entry(model, e) for e in entries], args=list(depths)
             )
         except redis_errors.RedisError as exc:
-            log.warning("affinity lookup failed, routing by load: %s", exc)
-            return {}
-        found = {}
-        for i in range(0, len(reply), 3):
-            slot, _, held = reply[i + 2].decode().partition(":")
-            found[reply[i].decode()] = Match(int(reply[i + 1]), int(slot), int(held or 0))
-        return found
+            reply = exc
+        return _matches(reply)
+
+    def lookup_command(
+        self, pipe: Pipeline, model: str, entries: Sequence[str], depths: Sequence[int]
+    ) -> Callable[[list[Any]], dict[str, Match]]:
+        """Queue :meth:`lookup` on ``pipe`` (sent with the limits check: one round trip);
+        returns what turns its replies into the matches."""
+        if not entries:
+            return lambda replies: {}
+        queue_script(pipe, self._lookup, [keys.affinity_entry(model, e) for e in entries], depths)
+        return lambda replies: _matches(replies[0])
 
     async def record(
         self,
@@ -84,18 +91,57 @@ class AffinityStore:
         together age together."""
         if not entries:
             return
+        keys_, args = self._record_call(model, entries, backend, slot, held)
         try:
-            await self._record(
-                keys=[keys.affinity_index(model)]
-                + [keys.affinity_entry(model, e) for e in entries],
-                args=[
-                    backend,
-                    f"{slot}:{held}" if slot != UNKNOWN_SLOT else str(UNKNOWN_SLOT),
-                    int(self.ttl * 1000),
-                    self.max_entries,
-                    keys.affinity_entry(model, ""),
-                    *entries,
-                ],
-            )
+            await self._record(keys=keys_, args=args)
         except redis_errors.RedisError as exc:
             log.warning("affinity record dropped: %s", exc)
+
+    def record_command(
+        self,
+        pipe: Pipeline,
+        model: str,
+        entries: Sequence[str],
+        backend: str,
+        slot: int = UNKNOWN_SLOT,
+        held: int = 0,
+    ) -> Callable[[list[Any]], None]:
+        """Queue :meth:`record` on ``pipe`` (sent with the lease's release: one round trip);
+        returns what to do with its replies."""
+        if not entries:
+            return lambda replies: None
+        keys_, args = self._record_call(model, entries, backend, slot, held)
+        queue_script(pipe, self._record, keys_, args)
+
+        def handle(replies: list[Any]) -> None:
+            if replies and isinstance(replies[0], Exception):
+                log.warning("affinity record dropped: %s", replies[0])
+
+        return handle
+
+    def _record_call(
+        self, model: str, entries: Sequence[str], backend: str, slot: int, held: int
+    ) -> tuple[list[str], list[str | int]]:
+        return (
+            [keys.affinity_index(model)] + [keys.affinity_entry(model, e) for e in entries],
+            [
+                backend,
+                f"{slot}:{held}" if slot != UNKNOWN_SLOT else str(UNKNOWN_SLOT),
+                int(self.ttl * 1000),
+                self.max_entries,
+                keys.affinity_entry(model, ""),
+                *entries,
+            ],
+        )
+
+
+def _matches(reply: list[Any] | Exception) -> dict[str, Match]:
+    """The lookup script's reply — backend, depth, ``slot:held`` per backend — as matches."""
+    if isinstance(reply, Exception):
+        log.warning("affinity lookup failed, routing by load: %s", reply)
+        return {}
+    found = {}
+    for i in range(0, len(reply), 3):
+        slot, _, held = reply[i + 2].decode().partition(":")
+        found[reply[i].decode()] = Match(int(reply[i + 1]), int(slot), int(held or 0))
+    return found

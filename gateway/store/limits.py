@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
@@ -37,7 +39,7 @@ from redis.asyncio.client import Pipeline
 from gateway.errors import RateLimited
 from gateway.store import keys
 from gateway.store.apikeys import ApiKey
-from gateway.store.connection import reachable, script
+from gateway.store.connection import queue_script, reachable, script
 
 
 class Window(msgspec.Struct, frozen=True):
@@ -85,10 +87,8 @@ class Limiter:
         self.concurrency_ttl = concurrency_ttl
         lib = script("limits_lib.lua")
         self._admit = redis.register_script(lib + script("limits_admit.lua"))
-        self._settle_source = lib + script("limits_settle.lua")
-        self._settle = redis.register_script(self._settle_source)
-        self._renew_source = lib + script("limits_renew.lua")
-        self._renew = redis.register_script(self._renew_source)
+        self._settle = redis.register_script(lib + script("limits_settle.lua"))
+        self._renew = redis.register_script(lib + script("limits_renew.lua"))
 
     async def admit(self, key: ApiKey, estimated_tokens: int) -> LimitState:
         """Check and charge every limit of ``key`` at once, or raise :class:`RateLimited`."""
@@ -98,35 +98,32 @@ class Limiter:
             return LimitState(estimated_tokens=estimated_tokens)
         with reachable("limit store"):
             reply = await self._admit(
-                keys=[keys.limit(key.id, part) for part in keys.LIMIT_PARTS],
-                args=[
-                    key.rpm or 0,
-                    key.tpm or 0,
-                    key.max_concurrency or 0,
-                    key.daily_tokens or 0,
-                    key.monthly_tokens or 0,
-                    estimated_tokens,
-                    secrets.token_hex(6),
-                    self._ttl_ms,
-                ],
+                keys=self._admit_keys(key), args=self._admit_args(key, estimated_tokens)
             )
-        request_id, retry_ms = reply[0].decode(), int(reply[1])
-        rpm_left, rpm_reset, tpm_left, tpm_reset, in_flight = (int(v) for v in reply[2:7])
-        day_used, day_reset, month_used, month_reset = (int(v) for v in reply[7:11])
-        refused = [name.decode() for name in reply[11:]]
-        state = LimitState(
-            request_id=request_id or None,
-            estimated_tokens=estimated_tokens,
-            requests=_window(key.rpm, rpm_left, rpm_reset),
-            tokens=_window(key.tpm, tpm_left, tpm_reset),
-            in_flight=in_flight if key.max_concurrency else None,
-            daily_tokens=_budget(key.daily_tokens, day_used, day_reset),
-            monthly_tokens=_budget(key.monthly_tokens, month_used, month_reset),
+        return self._admitted(key, estimated_tokens, reply)
+
+    def admit_command(
+        self, pipeline: Pipeline, key: ApiKey, estimated_tokens: int
+    ) -> Callable[[list[Any]], LimitState]:
+        """Queue :meth:`admit` on ``pipeline`` (like :meth:`settle_command`), to
+        go with the caller's own commands; returns what turns its replies into the
+        :class:`LimitState` — or raises :class:`RateLimited`, or ``Unavailable`` when the
+        store could not be reached. Nothing is queued for a key without limits."""
+        if estimated_tokens < 0:
+            raise ValueError("estimated_tokens must not be negative")
+        if not key.has_limits:
+            return lambda replies: LimitState(estimated_tokens=estimated_tokens)
+        queue_script(
+            pipeline, self._admit, self._admit_keys(key), self._admit_args(key, estimated_tokens)
         )
-        if refused:
-            used = {"daily": day_used, "monthly": month_used}
-            raise _refusal(key, state, refused, estimated_tokens, used, retry_ms / 1000)
-        return state
+
+        def admitted(replies: list[Any]) -> LimitState:
+            if isinstance(replies[0], Exception):
+                with reachable("limit store"):
+                    raise replies[0]
+            return self._admitted(key, estimated_tokens, replies[0])
+
+        return admitted
 
     async def settle(
         self, key: ApiKey, estimated_tokens: int, actual_tokens: int, *, request_id: str | None
@@ -150,21 +147,15 @@ class Limiter:
         *,
         request_id: str | None,
     ) -> None:
-        """Queue :meth:`settle` on ``pipeline``, to go with the caller's own commands.
-
-        Queued as ``EVAL`` with the script's text: the pipeline then needs no ``SCRIPT
-        EXISTS`` round trip first and still works after a Redis restart emptied the script
-        cache (Redis caches the compiled script by its digest; the cost is ~3.5 KB sent).
-        Nothing is queued when ``request_id`` is ``None``.
-        """
+        """Queue :meth:`settle` on ``pipeline``, to go with the caller's own commands (run
+        it with ``connection.execute``). Nothing is queued when ``request_id`` is ``None``."""
         if request_id is None:
             return
-        settle_keys = self._settle_keys(key)
-        pipeline.eval(
-            self._settle_source,
-            len(settle_keys),
-            *settle_keys,
-            *self._settle_args(key, estimated_tokens, actual_tokens, request_id),
+        queue_script(
+            pipeline,
+            self._settle,
+            self._settle_keys(key),
+            self._settle_args(key, estimated_tokens, actual_tokens, request_id),
         )
 
     async def renew(self, key: ApiKey, request_id: str | None) -> bool:
@@ -180,15 +171,55 @@ class Limiter:
             )
 
     def renew_command(self, pipeline: Pipeline, key: ApiKey, request_id: str | None) -> None:
-        """Queue :meth:`renew` on ``pipeline`` (as ``EVAL``, like :meth:`settle_command`)."""
+        """Queue :meth:`renew` on ``pipeline`` (like :meth:`settle_command`)."""
         if request_id is None or key.max_concurrency is None:
             return
-        pipeline.eval(self._renew_source, 1, keys.limit(key.id, "conc"), request_id, self._ttl_ms)
+        queue_script(
+            pipeline, self._renew, [keys.limit(key.id, "conc")], [request_id, self._ttl_ms]
+        )
 
     # -- steps -----------------------------------------------------------------------------
     @property
     def _ttl_ms(self) -> int:
         return math.ceil(self.concurrency_ttl * 1000)
+
+    @staticmethod
+    def _admit_keys(key: ApiKey) -> list[str]:
+        return [keys.limit(key.id, part) for part in keys.LIMIT_PARTS]
+
+    def _admit_args(self, key: ApiKey, estimated_tokens: int) -> list[int | str]:
+        return [
+            key.rpm or 0,
+            key.tpm or 0,
+            key.max_concurrency or 0,
+            key.daily_tokens or 0,
+            key.monthly_tokens or 0,
+            estimated_tokens,
+            secrets.token_hex(6),
+            self._ttl_ms,
+        ]
+
+    @staticmethod
+    def _admitted(key: ApiKey, estimated_tokens: int, reply: list[Any]) -> LimitState:
+        """The admit script's reply as a :class:`LimitState`; :class:`RateLimited` if any
+        limit refused."""
+        request_id, retry_ms = reply[0].decode(), int(reply[1])
+        rpm_left, rpm_reset, tpm_left, tpm_reset, in_flight = (int(v) for v in reply[2:7])
+        day_used, day_reset, month_used, month_reset = (int(v) for v in reply[7:11])
+        refused = [name.decode() for name in reply[11:]]
+        state = LimitState(
+            request_id=request_id or None,
+            estimated_tokens=estimated_tokens,
+            requests=_window(key.rpm, rpm_left, rpm_reset),
+            tokens=_window(key.tpm, tpm_left, tpm_reset),
+            in_flight=in_flight if key.max_concurrency else None,
+            daily_tokens=_budget(key.daily_tokens, day_used, day_reset),
+            monthly_tokens=_budget(key.monthly_tokens, month_used, month_reset),
+        )
+        if refused:
+            used = {"daily": day_used, "monthly": month_used}
+            raise _refusal(key, state, refused, estimated_tokens, used, retry_ms / 1000)
+        return state
 
     @staticmethod
     def _settle_keys(key: ApiKey) -> list[str]:

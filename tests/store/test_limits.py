@@ -19,7 +19,7 @@ from gateway.api.errors import EXCEPTION_HANDLERS
 from gateway.errors import RateLimited, Unavailable
 from gateway.store import keys
 from gateway.store.apikeys import ApiKey, KeyStore
-from gateway.store.connection import connect
+from gateway.store.connection import connect, execute
 from gateway.store.limits import Limiter, LimitState, format_reset
 
 
@@ -202,7 +202,7 @@ async def test_settle_command_goes_on_the_callers_pipeline(
     pipe.set("lease-released", "1")  # the caller's own command, in the same round trip
     limiter.settle_command(pipe, key, 4, 1, request_id=state.request_id)
     limiter.renew_command(pipe, key, state.request_id)  # settled first: renew finds nothing
-    assert await pipe.execute() == [True, 1, 0]
+    assert await execute(pipe) == [True, 1, 0]  # run as the gateway runs its pipelines
     after = await limiter.admit(key, 0)
     assert after.in_flight == 1 and after.tokens is not None and after.tokens.remaining == 5
 

@@ -20,7 +20,7 @@ from gateway.routing.fingerprint import Chain, chat_chain
 from gateway.routing.policies import Affinity, LeastBusy, Outcome, Snapshot, make_policy, outcome
 from gateway.store import keys
 from gateway.store.affinity import AffinityStore, Match
-from gateway.store.connection import connect
+from gateway.store.connection import connect, execute
 from gateway.telemetry.metrics import Metrics
 from tests.support.redis_server import RedisServer
 
@@ -196,6 +196,37 @@ async def test_the_router_records_the_answer_after_close_and_the_next_turn_hits(
     router.place(_chat(turn_2), "m", second, Lease(B, "m", "lease"))
     assert metrics.affinity_decisions.labels("m", "miss")._value.get() == 1
     assert metrics.affinity_decisions.labels("m", "hit")._value.get() == 1
+
+
+async def test_the_record_rides_on_the_pipeline_that_gives_the_lease_back() -> None:
+    client = connect("memory://")
+    router = AffinityRouter(AffinityStore(client), Metrics())
+    turn_1 = _conversation(1, turns=1)[:-1]
+    answer = {"role": "assistant", "content": "answer 0"}
+    async with client.pipeline(transaction=False) as pipe:  # the limits check's round trip
+        found = router.lookup_command(pipe, _chat(turn_1), "m")
+        lookup = found(await execute(pipe))
+    first = await router.snapshot(_chat(turn_1), "m", [A, B], {A: 0, B: 0}, lookup)
+    assert first.matches == {}
+    lease = Lease(B, "m", "lease")
+    router.place(_chat(turn_1), "m", first, lease)
+    usage = {"prompt_tokens": 20, "completion_tokens": 3}
+    router.answered(lease, {"choices": [{"message": answer}], "usage": usage})
+    record = router.closing_command(lease, usage)
+    assert record is not None and router.closing_command(lease, usage) is None  # taken once
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.set("released", "1")  # the release's own command
+        handle = record(pipe)
+        replies = await execute(pipe)
+    handle(replies[1:])
+
+    turn_2 = [*turn_1, answer, {"role": "user", "content": "and then?"}]
+    async with client.pipeline(transaction=False) as pipe:
+        found = router.lookup_command(pipe, _chat(turn_2), "m")
+        lookup = found(await execute(pipe))
+    second = await router.snapshot(_chat(turn_2), "m", [A, B], {A: 0, B: 0}, lookup)
+    assert second.depth(B) == chat_chain({"messages": [*turn_1, answer]}).depth
+    assert await Affinity().choose([A, B], second) == [B, A]
 
 
 async def test_the_router_pins_an_idle_matching_slot_once() -> None:
