@@ -83,7 +83,11 @@ def overload(out: Path, keys: dict[str, dict], latencies: dict[str, list[float]]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     shares = [keys[n]["served_token_share"] or 0 for n in names]
     axes[0].bar(names, shares, color=["tab:blue", "tab:orange"][: len(names)])
-    axes[0].axhline(1 / max(1, len(names)), color="grey", linestyle="--", label="equal share")
+    fair = [keys[n].get("fair_share") for n in names]
+    if all(f is not None for f in fair):  # max-min fair: what each asked for, up to equal
+        axes[0].scatter(names, fair, color="black", marker="_", s=2000, label="fair share")
+    else:
+        axes[0].axhline(1 / max(1, len(names)), color="grey", linestyle="--", label="equal share")
     axes[0].set_ylim(0, 1)
     axes[0].set_title("share of served tokens")
     axes[0].legend()

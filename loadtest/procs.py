@@ -256,6 +256,15 @@ class Gateway(_Process):
         return answer.json()["key"]
 
 
+class RelayFloor(_Process):
+    """``loadtest.floor`` (the HTTP stack relaying, nothing else), pinned as the gateway is."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__()
+        args = [sys.executable, "-m", "loadtest.floor", "--port", str(self.port)]
+        self.args = pinned([*args, "--upstream", upstream], GATEWAY_CORES)
+
+
 class RedisServer(_Process):
     """A ``redis-server`` without persistence (the figures are about the request path)."""
 

@@ -25,7 +25,7 @@ import httpx
 import msgspec
 
 from loadtest import load, plots, profile
-from loadtest.procs import Emulator, Gateway, LlamaServer, RedisServer, asset
+from loadtest.procs import Emulator, Gateway, LlamaServer, RedisServer, RelayFloor, asset
 from loadtest.progress import bar
 from loadtest.report import ScenarioResult
 from loadtest.scenarios import overhead_report
@@ -36,6 +36,8 @@ HIGH_LIMITS = {"rpm": 10**9, "tpm": 10**12}
 #: Enough slots that no request waits for one (the gateway's leases are measured, not its
 #: queue), and as few as a big server has: the gateway scans a backend's slots per request.
 EMULATOR_SLOTS = 128
+#: The HTTP stack relaying with nothing else (``loadtest/floor.py``): its max req/s only.
+FLOOR = "relay-floor"
 
 
 @dataclass(frozen=True)
@@ -323,7 +325,8 @@ async def run(out: Path, *, smoke: bool) -> ScenarioResult:
     emulator = Emulator(alias="emulated", slots=EMULATOR_SLOTS, tokens=size.relay_tokens)
     redis = RedisServer()
     extra = ("--queue-size", "4096", "--probe-interval", "2")
-    with emulator, redis:
+    floor = RelayFloor(emulator.url)
+    with emulator, redis, floor:
         gw_memory = Gateway([emulator.url], admin_token=ADMIN_TOKEN, extra=extra)
         gw_redis = Gateway(
             [emulator.url], admin_token=ADMIN_TOKEN, extra=(*extra, "--redis-url", redis.redis_url)
@@ -353,6 +356,9 @@ async def run(out: Path, *, smoke: bool) -> ScenarioResult:
             if load.have_wrk():
                 generator = "wrk (1 thread, closed loop)"
                 max_rps = _max_rps(contenders, emulator.alias, size)
+                # the ceiling of the HTTP stack itself on this core, for scale
+                floor_contender = Contender(FLOOR, floor.url, None, floor.pid)
+                max_rps.update(_max_rps([floor_contender], emulator.alias, size))
             else:
                 generator = "aiohttp closed loop (wrk not installed)"
                 max_rps = await _max_rps_aiohttp(contenders, emulator.alias, size)

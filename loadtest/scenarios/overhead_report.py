@@ -122,7 +122,10 @@ def markdown(results: dict, size: Size, emulator_slots: int) -> str:
         f"{size.wrk_connections} connections, non-streamed)",
         "",
         f"The `direct` row is the load generator's own ceiling (against the emulator, on the "
-        f"non-gateway core): {fmt(direct)} req/s.",
+        f"non-gateway core): {fmt(direct)} req/s. The `relay-floor` row (if present) is the "
+        "gateway's HTTP stack alone on the same core — Litestar on uvicorn relaying through "
+        "aiohttp, with no auth, limits, leases, routing or telemetry (`loadtest/floor.py`): "
+        "the ceiling of any gateway built on this stack here.",
         "",
         "| contender | req/s | ratio to direct | p50 | p99 | non-2xx | gateway CPU (cores) |",
         "|---|---|---|---|---|---|---|",
