@@ -235,7 +235,7 @@ class Dispatcher:
         inflight = {b: self.admission.inflight(b) for b in candidates}
         if self.affinity is None:
             snapshot = Snapshot(inflight)
-        else:  # where this request's prefix is cached (looked up beside the limits check)
+        else:  # where this request's prefix is cached (looked up with the limits check)
             snapshot = await self.affinity.snapshot(request, model, candidates, inflight, lookup)
         ordered = await self.policy.choose(candidates, snapshot)
         lease = await self.admission.acquire(model, ordered, exclude=exclude, ticket=ticket)
