@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         run = asyncio.run
     for name in names:
+        if not args.smoke:
+            _settle()
         host = report.machine()
         started = time.monotonic()
         print(
@@ -45,6 +48,17 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     return 0
+
+
+def _settle(most: float = 150.0) -> None:
+    """Wait, up to ``most`` seconds, for the 1-minute load average to fall below what
+    :mod:`loadtest.report` calls a loaded machine — mostly the previous scenario's own load,
+    which takes about a minute to fade — so each scenario starts on a quiet machine when it
+    can. The report still states the load it started at."""
+    quiet = report.LOADED_SHARE * (os.cpu_count() or 1)
+    deadline = time.monotonic() + most
+    while os.getloadavg()[0] > quiet and time.monotonic() < deadline:
+        time.sleep(5)
 
 
 if __name__ == "__main__":

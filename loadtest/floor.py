@@ -1,8 +1,9 @@
 """The framework floor: the gateway's HTTP stack (Litestar on uvicorn with uvloop and
-httptools, one pooled aiohttp session) relaying a request to the same upstream with nothing
-else — no auth, limits, leases, routing, metrics or traces. What it sustains on one core is
-the ceiling any gateway built on this stack can reach there; the overhead scenario measures it
-beside the gateway.
+httptools, one pooled aiohttp session) relaying a request — whole, or streamed chunk by
+chunk — to the same upstream with nothing else: no auth, limits, leases, routing, metrics or
+traces. What it sustains on one core is the ceiling any gateway built on this stack can reach
+there, and the latency it adds is the cost of the one extra hop; the overhead scenario
+measures it beside the gateway.
 
 ``python -m loadtest.floor --port P --upstream URL``
 """
@@ -10,10 +11,13 @@ beside the gateway.
 from __future__ import annotations
 
 import argparse
+from collections.abc import AsyncIterator
 
 import aiohttp
+import msgspec
 import uvicorn
 from litestar import Litestar, Request, Response, get, post
+from litestar.response import Stream
 
 
 def app(upstream: str) -> Litestar:
@@ -25,15 +29,26 @@ def app(upstream: str) -> Litestar:
     async def stop() -> None:
         await session["upstream"].close()
 
-    @post("/v1/chat/completions", status_code=200)
-    async def relay(request: Request) -> Response:
-        async with session["upstream"].post(
+    def send(body: bytes):
+        return session["upstream"].post(
             f"{upstream}/v1/chat/completions",
-            data=await request.body(),
+            data=body,
             headers={"Content-Type": "application/json"},
-        ) as answer:
-            body = await answer.read()
-        return Response(body, status_code=answer.status, media_type="application/json")
+        )
+
+    async def chunks(body: bytes) -> AsyncIterator[bytes]:
+        async with send(body) as answer:
+            async for chunk in answer.content.iter_any():
+                yield chunk
+
+    @post("/v1/chat/completions", status_code=200)
+    async def relay(request: Request) -> Response | Stream:
+        body = await request.body()
+        if msgspec.json.decode(body).get("stream"):
+            return Stream(chunks(body), media_type="text/event-stream")
+        async with send(body) as answer:
+            whole = await answer.read()
+        return Response(whole, status_code=answer.status, media_type="application/json")
 
     @get("/health")
     async def health() -> str:

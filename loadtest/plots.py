@@ -47,8 +47,8 @@ def routing(out: Path, policies: dict[str, dict]) -> list[str]:
     names = list(policies)
     panels = [
         ("cache-hit ratio, turns 2+", [policies[n]["cache_hit_ratio_turns2plus"] for n in names]),
-        ("TTFT p50 (ms)", [policies[n]["ttft_ms"]["p50"] for n in names]),
-        ("TTFT p95 (ms)", [policies[n]["ttft_ms"]["p95"] for n in names]),
+        ("TTFT p50, turns 2+ (ms)", [policies[n]["ttft_ms_turns2plus"]["p50"] for n in names]),
+        ("TTFT p95, turns 2+ (ms)", [policies[n]["ttft_ms_turns2plus"]["p95"] for n in names]),
         ("end-to-end p95 (ms)", [policies[n]["latency_ms"]["p95"] for n in names]),
         ("completion tokens/s", [policies[n]["tokens_per_s"] for n in names]),
     ]

@@ -43,6 +43,11 @@ class ScenarioResult:
     notes: list[str] = field(default_factory=list)
 
 
+#: A 1-minute load average above this share of the cores marks a run as taken on a loaded
+#: machine.
+LOADED_SHARE = 0.75
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
@@ -117,7 +122,7 @@ def section(result: ScenarioResult, host: dict[str, Any], *, smoke: bool) -> str
     )
     lines.append("")
     load, cores = host["load_average"][0], host.get("nproc") or 1
-    if not smoke and load > 0.75 * cores:
+    if not smoke and load > LOADED_SHARE * cores:
         lines += [
             f"> **Taken on a loaded machine** (load average {load} on {cores} cores, from other "
             "work): absolute figures are pessimistic; the ratios between contenders, measured "

@@ -36,7 +36,7 @@ HIGH_LIMITS = {"rpm": 10**9, "tpm": 10**12}
 #: Enough slots that no request waits for one (the gateway's leases are measured, not its
 #: queue), and as few as a big server has: the gateway scans a backend's slots per request.
 EMULATOR_SLOTS = 128
-#: The HTTP stack relaying with nothing else (``loadtest/floor.py``): its max req/s only.
+#: The HTTP stack relaying with nothing else (``loadtest/floor.py``), measured beside.
 FLOOR = "relay-floor"
 
 
@@ -210,8 +210,9 @@ def _profiles(contenders: list[Contender], model: str, size: Size) -> dict:
     if profile.py_spy() is None or not load.have_wrk():
         return {}
     out: dict = {}
-    with bar("overhead: profiles (py-spy)", len(contenders) - 1, unit="run") as tick:
-        for c in contenders[1:]:
+    gateways = [c for c in contenders if c.name.startswith("gateway")]
+    with bar("overhead: profiles (py-spy)", len(gateways), unit="run") as tick:
+        for c in gateways:
             request = _chat(c.url, model, stream=False, max_tokens=16, key=c.key, label=c.name)
             with ThreadPoolExecutor(1) as pool:
                 job = pool.submit(
@@ -351,14 +352,13 @@ async def run(out: Path, *, smoke: bool) -> ScenarioResult:
                     gw_redis.pid,
                 ),
             ]
+            # the HTTP stack alone, for scale: what relaying costs before the gateway's work
+            contenders.append(Contender(FLOOR, floor.url, None, floor.pid))
             raw: dict[str, list[float]] = {}
             rates = await _fixed_rates(contenders, emulator.alias, size, raw)
             if load.have_wrk():
                 generator = "wrk (1 thread, closed loop)"
                 max_rps = _max_rps(contenders, emulator.alias, size)
-                # the ceiling of the HTTP stack itself on this core, for scale
-                floor_contender = Contender(FLOOR, floor.url, None, floor.pid)
-                max_rps.update(_max_rps([floor_contender], emulator.alias, size))
             else:
                 generator = "aiohttp closed loop (wrk not installed)"
                 max_rps = await _max_rps_aiohttp(contenders, emulator.alias, size)

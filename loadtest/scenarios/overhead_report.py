@@ -23,6 +23,19 @@ def notes(results: dict) -> list[str]:
             f"{fmt(rps.get('gateway_cpu_share'))} busy, so the gateway's CPU is the limit; "
             f"its samples by area: {areas}."
         )
+    whole = [r for r in results["fixed_rate"] if not r["stream"]]
+    top = max(whole, key=lambda r: r["rate"]) if whole else None
+    if top and "relay-floor" in top["added_ms"]:
+        hop = top["added_ms"]["relay-floor"]
+        gw = top["added_ms"].get("gateway-redis", {})
+        notes.append(
+            f"Latency at {top['rate']} req/s, non-streamed: the HTTP stack alone adds "
+            f"{fmt(hop.get('p50'))} ms at p50 ({fmt(hop.get('p99'))} at p99) — one more "
+            f"loopback hop, parsed and relayed; gateway-redis adds {fmt(gw.get('p50'))} "
+            f"({fmt(gw.get('p99'))}), with three more hops to Redis in sequence (limits + "
+            "lookup, the lease; release + settlement before a non-streamed answer is "
+            "returned, so a client's next request never finds its last one still counted)."
+        )
     floor = results["max_rps"].get("relay-floor", {}).get("requests_per_s")
     if floor:
         shares = ", ".join(
