@@ -184,6 +184,24 @@ class Emulator(_Process):
         )
 
 
+def llama_server_args(
+    binary: str,
+    model: str,
+    port: int,
+    *,
+    parallel: int = 4,
+    ctx_size: int = 4096,
+    alias: str = "smollm2",
+    threads: int | None = None,
+) -> list[str]:
+    """The command line of one ``llama-server`` on ``model`` (tests and benchmarks alike)."""
+    args = [binary, "-m", model, "--host", "127.0.0.1", "--port", str(port)]
+    args += ["-np", str(parallel), "-c", str(ctx_size), "--alias", alias, "--metrics"]
+    if threads:
+        args += ["-t", str(threads), "-tb", str(threads)]
+    return args
+
+
 class LlamaServer(_Process):
     """A real ``llama-server`` on the model, on the load generator's cores."""
 
@@ -199,25 +217,15 @@ class LlamaServer(_Process):
     ) -> None:
         super().__init__()
         self.alias = alias
-        args = [
+        self.args = llama_server_args(
             binary,
-            "-m",
             model,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "-np",
-            str(parallel),
-            "-c",
-            str(ctx_size),
-            "--alias",
-            alias,
-            "--metrics",
-        ]
-        if threads:
-            args += ["-t", str(threads), "-tb", str(threads)]
-        self.args = args
+            self.port,
+            parallel=parallel,
+            ctx_size=ctx_size,
+            alias=alias,
+            threads=threads,
+        )
 
 
 class Gateway(_Process):

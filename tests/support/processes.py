@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 # One copy of the process helpers, shared with the benchmark harness.
-from loadtest.procs import asset, free_port, wait_http
+from loadtest.procs import asset, free_port, llama_server_args, wait_http
 
 __all__ = ["ROOT", "Gateway", "LlamaServer", "asset", "free_port", "wait_http"]
 
@@ -35,20 +35,9 @@ class LlamaServer:
     ) -> None:
         self.port = port or free_port()
         self.args = [
-            binary,
-            "-m",
-            model,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "-np",
-            str(parallel),
-            "-c",
-            str(ctx_size),
-            "--alias",
-            alias,
-            "--metrics",
+            *llama_server_args(
+                binary, model, self.port, parallel=parallel, ctx_size=ctx_size, alias=alias
+            ),
             *extra,
         ]
         self.process: subprocess.Popen | None = None
