@@ -106,8 +106,14 @@ def test_token_counters_equal_the_usage_the_backends_reported(
     usages.append(completion.usage)
     # A stream without include_usage: the client sees no usage, the backend counts it.
     on_backends = _backend_tokens(backends)
-    plain = list(
-        client.chat.completions.create(model="smollm2", messages=CHAT, max_tokens=6, stream=True)
+    plain = list(  # exactly max_tokens: the count below must not depend on where EOS falls
+        client.chat.completions.create(
+            model="smollm2",
+            messages=CHAT,
+            max_tokens=6,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
     )
     after_backends = _backend_tokens(backends)
     assert all(chunk.usage is None for chunk in plain)
