@@ -77,10 +77,19 @@ def routing(out: Path, policies: dict[str, dict]) -> list[str]:
     return written
 
 
-def overload(out: Path, keys: dict[str, dict], latencies: dict[str, list[float]]) -> list[str]:
+def overload(
+    out: Path,
+    keys: dict[str, dict],
+    latencies: dict[str, list[float]],
+    *,
+    suffix: str = "",
+    title: str = "",
+) -> list[str]:
     """Per-key shares of served tokens and how requests ended; per-key latency CDFs."""
     names = list(keys)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    if title:
+        fig.suptitle(title)
     shares = [keys[n]["served_token_share"] or 0 for n in names]
     axes[0].bar(names, shares, color=["tab:blue", "tab:orange"][: len(names)])
     fair = [keys[n].get("fair_share") for n in names]
@@ -99,9 +108,11 @@ def overload(out: Path, keys: dict[str, dict], latencies: dict[str, list[float]]
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     axes[1].set_title("how requests ended")
     axes[1].legend()
-    written = [_save(fig, out, "overload-keys.png")]
+    written = [_save(fig, out, f"overload-keys{suffix}.png")]
 
     fig, ax = plt.subplots(figsize=(6, 4))
+    if title:
+        fig.suptitle(title)
     for label, values in latencies.items():
         if values:
             x, y = cdf(values)
@@ -112,5 +123,5 @@ def overload(out: Path, keys: dict[str, dict], latencies: dict[str, list[float]]
     ax.set_title("per-key latency")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    written.append(_save(fig, out, "overload-latency-cdf.png"))
+    written.append(_save(fig, out, f"overload-latency-cdf{suffix}.png"))
     return written

@@ -12,7 +12,9 @@ max-min fair allocation (light: all it asks; heavy: the rest of the capacity) �
 over each key's served tokens divided by its fair share. Arrivals are open loop at constant
 spacing; every request is bounded by a client timeout.
 
-First the light key runs alone (its unloaded latency), then both together. Every request
+It runs once with each store — ``memory://`` (the default, one process) and ``redis://`` (a
+``redis-server`` the harness starts) — as the gateway's own CPU per request differs between
+them. First the light key runs alone (its unloaded latency), then both together. Every request
 sent must end — success, 429 or 503; anything else (another 5xx, a connection error, a client
 timeout, a lost request) is counted and reported as a failure.
 """
@@ -27,7 +29,7 @@ from pathlib import Path
 import msgspec
 
 from loadtest import load, plots
-from loadtest.procs import Emulator, Gateway
+from loadtest.procs import Emulator, Gateway, RedisServer
 from loadtest.progress import bar
 from loadtest.report import ScenarioResult, Target, fmt
 from loadtest.stats import jain, summary
@@ -120,9 +122,12 @@ async def run(out: Path, *, smoke: bool) -> ScenarioResult:
         )
         for _ in range(size.backends)
     ]
+    redis = RedisServer()
+    runs: dict[str, tuple[dict, dict]] = {}
     try:
         for emulator in emulators:
             emulator.start()
+        redis.start()
         extra = (
             "--queue-size",
             str(size.queue_size),
@@ -131,25 +136,65 @@ async def run(out: Path, *, smoke: bool) -> ScenarioResult:
             "--probe-interval",
             "1",
         )
-        with Gateway([e.url for e in emulators], admin_token=ADMIN_TOKEN, extra=extra) as gw:
-            keys = {name: gw.create_key(f"overload-{name}") for name in rates}
-            unloaded = await _offer(
-                gw.url,
-                keys,
-                {"light": share},
-                size,
-                size.unloaded_seconds,
-                "overload: light key alone",
-            )
-            loaded = await _offer(
-                gw.url, keys, rates, size, size.overload_seconds, "overload: both keys"
-            )
+        for store, url in (("memory://", "memory://"), ("redis://", redis.redis_url)):
+            backends = [e.url for e in emulators]
+            with Gateway(
+                backends, admin_token=ADMIN_TOKEN, extra=(*extra, "--redis-url", url)
+            ) as gw:
+                keys = {name: gw.create_key(f"overload-{name}") for name in rates}
+                unloaded = await _offer(
+                    gw.url,
+                    keys,
+                    {"light": share},
+                    size,
+                    size.unloaded_seconds,
+                    f"overload ({store}): light key alone",
+                )
+                loaded = await _offer(
+                    gw.url, keys, rates, size, size.overload_seconds, f"overload ({store}): both"
+                )
+            runs[store] = (unloaded, loaded)
     finally:
-        for emulator in emulators:
-            emulator.stop()
+        for process in (*emulators, redis):
+            process.stop()
 
+    result = ScenarioResult(
+        "overload", {**size.__dict__, "capacity_rps": size.capacity}, {"stores": {}}
+    )
+    sections = []
+    for store, (unloaded, loaded) in runs.items():
+        results = _results(size, rates, fair, unloaded, loaded)
+        result.results["stores"][store] = results
+        latencies = {
+            "light alone": [s.latency for s in unloaded["light"] if s.outcome == "ok"],
+            **{
+                f"{n} (overload)": [s.latency for s in loaded[n] if s.outcome == "ok"]
+                for n in rates
+            },
+        }
+        name = store.removesuffix("://")
+        result.plots += plots.overload(
+            out, results["keys"], latencies, suffix=f"-{name}", title=f"overload, {store}"
+        )
+        result.targets += _targets(results, store)
+        sections.append(f"### {store}\n\n" + _markdown(results))
+        light = results["keys"]["light"]["outcomes"]
+        if light.get("429"):
+            result.notes.append(
+                f"{store}: the light key was refused {light['429']} times with 429 (queue "
+                "full). A full queue refuses the newest waiter of the key holding the most "
+                "(`gateway/store/admission_acquire.lua`), so these refusals come when the light "
+                "key's own waiters are as many as the flood's: the pool (or the gateway's core) "
+                "could not serve even the light key's demand at this rate."
+            )
+    result.markdown = "\n\n".join([_setup(size, rates), *sections])
+    return result
+
+
+def _results(size: Size, rates: dict, fair: dict, unloaded: dict, loaded: dict) -> dict:
+    """One store's run: per key, how requests ended, latency, served share; fairness."""
     alone = _key_report(
-        unloaded["light"], int(share * size.unloaded_seconds), size.unloaded_seconds
+        unloaded["light"], int(rates["light"] * size.unloaded_seconds), size.unloaded_seconds
     )
     per_key = {
         name: _key_report(
@@ -166,16 +211,14 @@ async def run(out: Path, *, smoke: bool) -> ScenarioResult:
     everything = [s for run in loaded.values() for s in run] + unloaded["light"]
     counts = Counter(s.outcome for s in everything)
     sent = alone["sent"] + sum(k["sent"] for k in per_key.values())
-    bad = {o: n for o, n in counts.items() if o not in ("ok", *ACCEPTED_REFUSALS)}
-    results = {
+    goodput = sum(k["goodput_rps"] for k in per_key.values())
+    return {
         "capacity_rps": size.capacity,
         "offered_rps": rates,
         "light_unloaded": alone,
         "keys": per_key,
-        "goodput_rps": round(sum(k["goodput_rps"] for k in per_key.values()), 2),
-        "goodput_share_of_capacity": round(
-            sum(k["goodput_rps"] for k in per_key.values()) / size.capacity, 3
-        ),
+        "goodput_rps": round(goodput, 2),
+        "goodput_share_of_capacity": round(goodput / size.capacity, 3),
         "jain_served_tokens": jain(
             [per_key[n]["served_tokens"] / total_served / fair[n] for n in rates]
         ),
@@ -183,44 +226,28 @@ async def run(out: Path, *, smoke: bool) -> ScenarioResult:
         "ended": len(everything),
         "lost": sent - len(everything),
         "hung": counts.get("timeout", 0),
-        "failed_otherwise": bad,
+        "failed_otherwise": {
+            o: n for o, n in counts.items() if o not in ("ok", *ACCEPTED_REFUSALS)
+        },
     }
-    result = ScenarioResult("overload", {**size.__dict__, "capacity_rps": size.capacity}, results)
-    latencies = {
-        "light alone": [s.latency for s in unloaded["light"] if s.outcome == "ok"],
-        **{f"{n} (overload)": [s.latency for s in loaded[n] if s.outcome == "ok"] for n in rates},
-    }
-    result.plots = plots.overload(out, per_key, latencies)
-    result.targets = _targets(results)
-    result.markdown = _markdown(results, size)
-    light = per_key["light"]["outcomes"]
-    if light.get("429"):
-        result.notes.append(
-            f"The light key was refused {light['429']} times with 429 (queue full). A full queue "
-            "refuses the newest waiter of the key holding the most (`gateway/store/"
-            "admission_acquire.lua`), so these refusals come when the light key's own waiters "
-            "are as many as the flood's: the pool (or the gateway's core) could not serve even "
-            "the light key's demand at this rate."
-        )
-    return result
 
 
-def _targets(r: dict) -> list[Target]:
+def _targets(r: dict, store: str) -> list[Target]:
     p99 = r["keys"]["light"]["latency_ms"]["p99"]
     base = r["light_unloaded"]["latency_ms"]["p99"]
     ratio = round(p99 / base, 2) if p99 and base else None
     j = r["jain_served_tokens"]
     broken = r["lost"] + r["hung"] + sum(r["failed_otherwise"].values())
     return [
-        Target("lost + hung + other failures", "0", broken, broken == 0),
+        Target(f"lost + hung + other failures ({store})", "0", broken, broken == 0),
         Target(
-            "Jain's index over served-token shares / fair shares",
+            f"Jain's index over served-token shares / fair shares ({store})",
             "≥ 0.95",
             j,
             None if j is None else j >= 0.95,
         ),
         Target(
-            "light key p99 under overload / unloaded p99",
+            f"light key p99 under overload / unloaded p99 ({store})",
             "≤ 2x",
             ratio,
             None if ratio is None else ratio <= 2,
@@ -228,15 +255,19 @@ def _targets(r: dict) -> list[Target]:
     ]
 
 
-def _markdown(r: dict, size: Size) -> str:
-    lines = [
+def _setup(size: Size, rates: dict) -> str:
+    return (
         f"Pool: {size.backends} emulated backends x {size.slots} slots, {size.tokens} tokens "
-        f"x {size.token_delay * 1000:g} ms per answer → capacity {fmt(r['capacity_rps'])} req/s. "
-        f"Offered {fmt(r['offered_rps']['light'])} req/s (light) + "
-        f"{fmt(r['offered_rps']['heavy'])} req/s (heavy) = 2x capacity, for "
-        f"{size.overload_seconds:g} s; gateway `--queue-size {size.queue_size} --queue-timeout "
-        f"{size.queue_timeout:g}`, auth on, both keys weight 1.",
-        "",
+        f"x {size.token_delay * 1000:g} ms per answer → capacity {fmt(size.capacity)} req/s. "
+        f"Offered {fmt(rates['light'])} req/s (light) + {fmt(rates['heavy'])} req/s (heavy) = "
+        f"2x capacity, for {size.overload_seconds:g} s; gateway `--queue-size "
+        f"{size.queue_size} --queue-timeout {size.queue_timeout:g}`, auth on, both keys "
+        "weight 1; once with each store, one after the other, on the same emulators."
+    )
+
+
+def _markdown(r: dict) -> str:
+    lines = [
         f"Goodput {fmt(r['goodput_rps'])} req/s ({fmt(r['goodput_share_of_capacity'])} of "
         f"capacity); sent {r['sent']}, ended {r['ended']}, lost {r['lost']}, hung {r['hung']}, "
         f"other failures {r['failed_otherwise'] or 0}; "
