@@ -118,6 +118,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         pool=pool,
         inflight=admission.inflight,
         make_backend=lambda url: _backend(url, settings),
+        on_restart=lambda model: metrics.runner_restarts.labels(model).inc(),
     )
     providers = Providers(build_providers(settings), pool, lambda url: _backend(url, settings))
     key_store = KeyStore(redis)

@@ -71,6 +71,12 @@ class Metrics:
             request,
             registry=r,
         )
+        self.runner_restarts = Counter(
+            "llama_gateway_runner_restarts",
+            "Runners the gateway restarted after their process died or failed its probes.",
+            ["model"],
+            registry=r,
+        )
         self.affinity_decisions = Counter(
             "llama_gateway_affinity_decisions",
             "Affinity routing: requests sent to the backend with the longest cached prefix "

@@ -109,6 +109,7 @@ def test_killed_runner_is_restarted_and_a_request_in_the_outage_succeeds(lazy: G
     (fresh,) = runners(lazy)["runners"]
     assert fresh["pid"] != runner["pid"] and fresh["state"] == "ready"
     assert model(lazy, LAZY)["restarts"] >= 1
+    assert lazy.metric("llama_gateway_runner_restarts_total", model=LAZY) >= 1
     assert "exited (code -9); restart #" in lazy.log()
 
 
