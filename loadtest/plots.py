@@ -23,6 +23,22 @@ def _save(fig, out: Path, name: str) -> str:
     return name
 
 
+def _cdfs(series: dict[str, list[float]], xlabel: str, ylabel: str, title: str):
+    """One figure of latency CDFs on a log axis, a line per non-empty series."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, values in series.items():
+        if values:
+            x, y = cdf(values)
+            ax.plot(x, y, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return fig
+
+
 def overhead(out: Path, raw: dict[str, list[float]], rates: tuple[int, ...]) -> list[str]:
     """Latency CDFs of each contender at each fixed rate, non-streamed and streamed."""
     fig, axes = plt.subplots(len(rates), 2, figsize=(10, 3.4 * len(rates)), squeeze=False)
@@ -61,18 +77,8 @@ def routing(out: Path, policies: dict[str, dict]) -> list[str]:
         ax.grid(True, axis="y", alpha=0.3)
     written = [_save(fig, out, "routing-policies.png")]
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name in names:
-        values = policies[name].get("_ttft_raw") or []
-        if values:
-            x, y = cdf(values)
-            ax.plot(x, y, label=name)
-    ax.set_xscale("log")
-    ax.set_xlabel("TTFT (ms, log)")
-    ax.set_ylabel("fraction of requests")
-    ax.set_title("TTFT by routing policy")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
+    series = {name: policies[name].get("_ttft_raw") or [] for name in names}
+    fig = _cdfs(series, "TTFT (ms, log)", "fraction of requests", "TTFT by routing policy")
     written.append(_save(fig, out, "routing-ttft-cdf.png"))
     return written
 
@@ -110,18 +116,10 @@ def overload(
     axes[1].legend()
     written = [_save(fig, out, f"overload-keys{suffix}.png")]
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = _cdfs(
+        latencies, "latency of successful requests (ms, log)", "fraction", "per-key latency"
+    )
     if title:
         fig.suptitle(title)
-    for label, values in latencies.items():
-        if values:
-            x, y = cdf(values)
-            ax.plot(x, y, label=label)
-    ax.set_xscale("log")
-    ax.set_xlabel("latency of successful requests (ms, log)")
-    ax.set_ylabel("fraction")
-    ax.set_title("per-key latency")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
     written.append(_save(fig, out, f"overload-latency-cdf{suffix}.png"))
     return written

@@ -29,7 +29,7 @@ from redis.asyncio.client import Pipeline
 from gateway.errors import GatewayError, QueueFull, QueueTimeout
 from gateway.pool.backend import Backend
 from gateway.store.admission import AdmissionStore, Grant, Reply
-from gateway.store.connection import execute, reachable
+from gateway.store.connection import execute, round_trip
 
 log = logging.getLogger(__name__)
 
@@ -188,11 +188,7 @@ class Admission:
     async def release(self, lease: Lease) -> None:
         async with self.store.redis.pipeline(transaction=False) as pipe:
             handle = self.release_command(pipe, lease)
-            try:
-                with reachable("admission store"):
-                    (items,) = await execute(pipe)
-            except GatewayError as exc:
-                items = exc
+            (items,) = await round_trip(pipe)
         handle(items)
 
     def offer(self, backend: Backend) -> None:

@@ -15,11 +15,10 @@ from typing import Any
 from redis.asyncio.client import Pipeline
 
 from gateway.admission.leases import Admission, Lease
-from gateway.errors import GatewayError
 from gateway.pool.backend import Backend
 from gateway.requests import ParsedRequest
 from gateway.store.apikeys import ApiKey
-from gateway.store.connection import execute, reachable
+from gateway.store.connection import round_trip
 from gateway.store.limits import Limiter, LimitState
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.request import RequestTelemetry
@@ -124,12 +123,7 @@ class Accountant:
             )
             ours = len(pipe)
             handle_also = also(pipe) if also is not None else None
-            queued = len(pipe)
-            try:
-                with reachable("store"):
-                    replies = await execute(pipe)
-            except GatewayError as exc:
-                replies = [exc] * queued
+            replies = await round_trip(pipe)
         handle(replies[0])
         if handle_also is not None:
             handle_also(replies[ours:])

@@ -12,10 +12,8 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import msgspec
-from redis.exceptions import RedisError
 
 from gateway.admission.leases import Admission, Lease, Ticket
 from gateway.api.accounting import Accountant, Exchange
@@ -27,7 +25,7 @@ from gateway.requests import ParsedRequest
 from gateway.routing.affinity import AffinityRouter, Lookup
 from gateway.routing.policies import Policy, Snapshot
 from gateway.store.apikeys import ApiKey
-from gateway.store.connection import execute
+from gateway.store.connection import round_trip
 from gateway.store.limits import Limiter, LimitState
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.request import RequestTelemetry
@@ -158,13 +156,7 @@ class Dispatcher:
             admitted = self.limiter.admit_command(pipe, key, estimate)
             ours = len(pipe)
             found = self.affinity.lookup_command(pipe, request, model) if self.affinity else None
-            queued = len(pipe)
-            replies: list[Any] = []
-            if queued:
-                try:
-                    replies = await execute(pipe)
-                except RedisError as exc:
-                    replies = [exc] * queued
+            replies = await round_trip(pipe)
         lookup = found(replies[ours:]) if found is not None else None
         return admitted(replies[:ours]), lookup
 

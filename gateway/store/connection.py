@@ -119,6 +119,19 @@ async def execute(pipe: Pipeline) -> list[Any]:
     return replies
 
 
+async def round_trip(pipe: Pipeline) -> list[Any]:
+    """:func:`execute` for pipelines whose commands each have a handler of their own: when
+    the round trip itself fails (Redis unreachable), that error is every command's reply, and
+    each handler decides what it means for its command (a refusal, a warning, nothing)."""
+    queued = len(pipe)
+    if not queued:
+        return []
+    try:
+        return await execute(pipe)
+    except redis_errors.RedisError as exc:
+        return [exc] * queued
+
+
 @contextlib.contextmanager
 def reachable(store: str) -> Iterator[None]:
     """Redis down or still loading: the client gets a 503 with ``Retry-After``, not a 500."""
