@@ -53,6 +53,14 @@ class Pool:
         """No new requests for ``backend``; those in flight finish (``serving`` skips it)."""
         backend.draining = True
 
+    def resume(self, backend: Backend) -> None:
+        """Undo :meth:`drain`: ``backend`` takes requests again, and its slots go to waiters."""
+        if backend.draining:
+            backend.draining = False
+            if backend.ready:
+                for listener in self._on_ready:
+                    listener(backend)
+
     def on_ready(self, listener: Callable[[Backend], None]) -> None:
         """Call ``listener(backend)`` whenever a backend becomes ready or gains slots."""
         self._on_ready.append(listener)

@@ -122,6 +122,11 @@ class ServerStats:
         if generation is not None:
             self.generation_tokens_per_second = generation
 
+    @property
+    def counters(self) -> ServerCounters | None:
+        """The last ``/metrics`` reading (``None`` before one): the console's throughput."""
+        return self._last
+
     # -- from the GGUF header ---------------------------------------------------------------
 
     def track_capacity(self, model_path: str | None, n_ctx_slot: int, slots: int) -> None:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gateway.config import Settings
-from gateway.errors import Unavailable
+from gateway.errors import ModelNotFound, Unavailable
 from gateway.pool.backend import Backend, Health
 from gateway.pool.pool import Pool
 from gateway.runners.binary import RunnerError
@@ -375,6 +375,49 @@ class Scheduler:
         if not task.cancelled() and task.exception() is not None:
             log.error("scheduler task failed", exc_info=task.exception())
 
+    # -- an admin's actions (``/admin/runners``, the console) --------------------------------
+
+    def load(self, model: str) -> None:
+        """Load ``model``'s runners now, as a request would, without waiting out a backoff."""
+        entry = self._entry(model)
+        entry.last_demand = self._clock()
+        entry.retry_at = 0.0
+        entry.wanted = True
+        self._wake.set()
+
+    def unload(self, model: str) -> int:
+        """Drain and stop ``model``'s ready runners; returns how many. Requests still in
+        flight get ``drain_timeout``; the next request loads the model again."""
+        entry = self._entry(model)
+        entry.wanted = False
+        ready = entry.ready()
+        for runner in ready:
+            runner.state = RunnerState.DRAINING
+            self._spawn(self._drain(entry, runner, "unloaded by an admin"))
+        return len(ready)
+
+    def restart(self, model: str) -> int:
+        """Drain ``model``'s ready runners and start fresh ones in their place (not counted
+        as crashes: no backoff); returns how many."""
+        entry = self._entry(model)
+        ready = entry.ready()
+        for runner in ready:
+            runner.state = RunnerState.DRAINING
+            self._spawn(self._restart(entry, runner))
+        return len(ready)
+
+    async def _restart(self, entry: ModelEntry, runner: Runner) -> None:
+        await self._drain(entry, runner, "restart asked by an admin")
+        entry.last_demand = self._clock()
+        entry.wanted = True
+        self._wake.set()
+
+    def _entry(self, model: str) -> ModelEntry:
+        entry = self.entries.get(self.pool.aliases.get(model, model))
+        if entry is None:
+            raise ModelNotFound(f"The model '{model}' is not one the gateway runs", param="model")
+        return entry
+
     # -- what the API shows ------------------------------------------------------------------
 
     def models(self) -> list[dict[str, Any]]:
@@ -382,8 +425,18 @@ class Scheduler:
 
     def runners(self) -> list[dict[str, Any]]:
         now = self._clock()
-        return [
-            runner.describe(now, self._inflight(runner.backend) if runner.backend else 0)
-            for entry in self.entries.values()
-            for runner in entry.runners
-        ]
+        shown = []
+        for entry in self.entries.values():
+            for runner in entry.runners:
+                busy = self._inflight(runner.backend) if runner.backend else 0
+                unload_in = self._unload_in(entry, runner, now, busy)
+                shown.append({**runner.describe(now, busy), "unload_in_seconds": unload_in})
+        return shown
+
+    def _unload_in(self, entry: ModelEntry, runner: Runner, now: float, busy: int) -> float | None:
+        """Seconds until the keep-alive unloads an idle ready runner (``None``: not counting
+        down — busy, not ready, or kept loaded for ever)."""
+        if runner.state is not RunnerState.READY or busy or math.isinf(entry.keep_alive):
+            return None
+        idle = now - max(runner.last_used, entry.last_demand)
+        return round(max(0.0, max(entry.keep_alive, MIN_IDLE) - idle), 1)

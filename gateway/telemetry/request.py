@@ -15,13 +15,13 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from gateway.telemetry.tracing import Tracing
 
-__all__ = ["RequestTelemetry", "RequestTelemetryMiddleware"]
+__all__ = ["Recorder", "RequestTelemetry", "RequestTelemetryMiddleware"]
 
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -44,6 +44,15 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
 
 
+class Recorder(Protocol):
+    """Told of each request as it reaches a backend and once it is over (the console's
+    :class:`~gateway.telemetry.recent.RecentRequests`)."""
+
+    def opened(self, telemetry: RequestTelemetry) -> None: ...
+
+    def finished(self, telemetry: RequestTelemetry, fields: Mapping[str, Any]) -> None: ...
+
+
 class RequestTelemetry:
     """Filled in by the request path; emits its log line and ends its span when released."""
 
@@ -56,8 +65,13 @@ class RequestTelemetry:
         path: str = "",
         headers: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        recorder: Recorder | None = None,
+        state: Mapping[str, Any] | None = None,
     ) -> None:
         self.request_id = request_id
+        self.recorder = recorder
+        #: The request's ``scope["state"]``: where the auth guard leaves the key's name.
+        self.state: Mapping[str, Any] = state if state is not None else {}
         self.tracing = tracing
         self.clock = clock
         self.path = path
@@ -95,6 +109,11 @@ class RequestTelemetry:
         telemetry = cls(request_id or uuid.uuid4().hex, tracing=Tracing(None))
         telemetry._done = True
         return telemetry
+
+    @property
+    def key_name(self) -> str | None:
+        """The caller's key name, known once the auth guard ran (before the request ends)."""
+        return self.key or self.state.get("key")
 
     # -- hooks for the request path ---------------------------------------------------------
 
@@ -147,6 +166,8 @@ class RequestTelemetry:
                 self.span, name, kind=SpanKind.CLIENT, attributes=attributes
             )
             self.tracing.inject(self._upstream, headers)
+        if self.recorder is not None:
+            self.recorder.opened(self)
         return headers
 
     def end_upstream(self, error: str | None = None) -> None:
@@ -224,25 +245,28 @@ class RequestTelemetry:
                 self.span.set_status(Status(StatusCode.ERROR, f"status {status}"))
             self.span.end()
         first = self.first_byte_at
-        request_log.info(
-            "request",
-            extra={
-                "request_id": self.request_id,
-                "path": self.path,
-                "key": self.key,
-                "model": self.model,
-                "backend": self.backend,
-                "slot": self.slot,
-                "status": status,
-                "prompt_tokens": int(self.usage.get("prompt_tokens") or 0),
-                "completion_tokens": int(self.usage.get("completion_tokens") or 0),
-                "cached_tokens": self.cached_tokens,
-                "finish_reasons": self.finish_reasons or None,
-                "queue_ms": _ms(self.phases.get("queue")),
-                "ttft_ms": _ms(None if first is None else first - self.started_at),
-                "total_ms": _ms(now - self.started_at),
-            },
-        )
+        fields = {
+            "request_id": self.request_id,
+            "path": self.path,
+            "key": self.key,
+            "model": self.model,
+            "backend": self.backend,
+            "slot": self.slot,
+            "status": status,
+            "prompt_tokens": int(self.usage.get("prompt_tokens") or 0),
+            "completion_tokens": int(self.usage.get("completion_tokens") or 0),
+            "cached_tokens": self.cached_tokens,
+            "finish_reasons": self.finish_reasons or None,
+            "queue_ms": _ms(self.phases.get("queue")),
+            "ttft_ms": _ms(None if first is None else first - self.started_at),
+            "total_ms": _ms(now - self.started_at),
+        }
+        request_log.info("request", extra=fields)
+        if self.recorder is not None:
+            try:
+                self.recorder.finished(self, fields)
+            except Exception:  # the console's buffer must never fail a request
+                request_log.exception("recording request %s failed", self.request_id)
 
 
 class RequestTelemetryMiddleware:
@@ -255,8 +279,10 @@ class RequestTelemetryMiddleware:
         tracing: Tracing,
         paths: tuple[str, ...] = ("/v1/",),
         clock: Callable[[], float] = time.monotonic,
+        recorder: Recorder | None = None,
     ) -> None:
         self.app = app
+        self.recorder = recorder
         self.tracing = tracing
         self.paths = paths
         self.clock = clock
@@ -276,8 +302,10 @@ class RequestTelemetryMiddleware:
                 path=scope["path"],
                 headers=headers,
                 clock=self.clock,
+                recorder=self.recorder,
+                state=scope.setdefault("state", {}),
             )
-            scope.setdefault("state", {})["telemetry"] = telemetry
+            scope["state"]["telemetry"] = telemetry
         raw_id = request_id.encode()
 
         async def send_with_id(message: dict) -> None:
