@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 
 import aiohttp
 
 from gateway.runners.binary import RunnerError
+
+log = logging.getLogger(__name__)
 
 
 async def wait_healthy(
@@ -35,4 +38,6 @@ async def wait_healthy(
                     if response.status == 200:
                         return
             await asyncio.sleep(0.1)
-    raise RunnerError(f"runner at {url} did not become healthy within {timeout:g} s")
+    # The message reaches clients (a model that failed to load): it names no address.
+    log.warning("runner at %s did not become healthy within %g s", url, timeout)
+    raise RunnerError(f"the runner did not become healthy within {timeout:g} s")

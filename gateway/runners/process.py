@@ -2,16 +2,26 @@
 default, like the runner Ollama forks. The gateway picks a free port, starts it (on one GPU
 through ``CUDA_VISIBLE_DEVICES`` when placed on one), waits until ``/health`` is 200, keeps the
 tail of its log, and notices at once when it exits. A crash of the runner is only the runner's.
+
+A runner never outlives its gateway: on Linux it is started with ``PR_SET_PDEATHSIG``, so the
+kernel kills it when the gateway dies, even by ``kill -9`` — otherwise it would run on under
+PID 1, holding its port, its memory and its GPU.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
+import shutil
+import signal
 import socket
+import sys
+import tempfile
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +33,26 @@ from gateway.runners.health import wait_healthy
 log = logging.getLogger(__name__)
 
 _LOG_TAIL = 40
+#: ``prctl(2)`` option: the signal the kernel sends this process when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child die (SIGKILL) when this process does; ``None``
+    where the kernel offers no such thing (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    # Resolved before the fork: the child should only make the one system call.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            os._exit(126)  # an unguarded runner is worse than none
+        if os.getppid() != parent:  # the gateway died between fork and prctl
+            os._exit(1)
+
+    return preexec
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -63,9 +93,18 @@ class ProcessRunner:
 
     async def start(self, timeout: float) -> None:
         if self.spec.path and not Path(self.spec.path).is_file():
-            raise RunnerError(f"model file {self.spec.path!r} does not exist")
+            # The message can reach a client (a model that failed to load): no path in it.
+            log.warning("model file %s of %s does not exist", self.spec.path, self.spec.model_id)
+            raise RunnerError(f"the model file of {self.spec.model_id} does not exist")
         self.port = free_port(self.host)
-        args = server_args(self.spec, host=self.host, port=self.port, api_key=self.api_key)
+        args = server_args(self.spec, host=self.host, port=self.port, api_key=None)
+        key_dir = None
+        if self.api_key:
+            # In a private file, not on the command line, where any local user's ps sees it.
+            key_dir = tempfile.mkdtemp(prefix="llama-gateway-")  # mode 0700
+            key_file = Path(key_dir) / "api-key"
+            key_file.write_text(self.api_key + "\n")
+            args += ["--api-key-file", str(key_file)]
         env = dict(self.env)
         if self.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.gpu
@@ -82,6 +121,7 @@ class ProcessRunner:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env={**os.environ, **env} if env else None,
+            preexec_fn=die_with_parent(),
         )
         self._tasks = [
             asyncio.create_task(self._keep_log(self.process.stdout)),
@@ -92,6 +132,9 @@ class ProcessRunner:
         except BaseException:
             await self.stop()
             raise
+        finally:
+            if key_dir is not None:  # read at start: no copy of the key stays on disk
+                shutil.rmtree(key_dir, ignore_errors=True)
 
     def describe(self) -> dict[str, Any]:
         process = self.process
