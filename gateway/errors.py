@@ -20,6 +20,8 @@ and the fields of OpenAI's error body. ``api/errors.py`` turns them into respons
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class GatewayError(Exception):
     status = 500
@@ -103,11 +105,24 @@ class NoBackend(Unavailable):
 
 
 class UpstreamUnreachable(GatewayError):
-    """The backend could not be reached, or failed, before it sent a byte: safe to retry."""
+    """The backend could not be reached, or failed, before it sent a byte: safe to retry.
+
+    ``detail`` (also ``str(exc)``) names the backend's address and the cause: for logs and
+    admin views only. ``message``, the part a client reads, names no internal address.
+    """
 
     status = 502
     type = "upstream_error"
     code = "upstream_unreachable"
+    #: What a client is told, whatever the cause: runner URLs must not leave the gateway.
+    client_message = "The model backend could not be reached; try again."
+
+    def __init__(self, detail: str, *, message: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message or self.client_message, **kwargs)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.detail
 
 
 class BackendError(GatewayError):
