@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from opentelemetry.sdk.trace import TracerProvider
@@ -17,6 +20,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from gateway.admission.leases import Admission
 from gateway.api import admin, health, openai
 from gateway.api import runners as runners_api
+from gateway.api.security import SecurityMiddleware
 from gateway.api.dispatch import Dispatcher
 from gateway.api.errors import EXCEPTION_HANDLERS
 from gateway.auth.authenticator import Authenticator
@@ -60,6 +64,10 @@ def _provide(value: Any) -> Provide:
 def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = None) -> Litestar:
     """``tracer_provider``: where spans go (a test's in-memory exporter); by default the OTLP
     exporter of ``settings.otlp_traces_endpoint``, or none (tracing off)."""
+    if settings.models and not settings.backend_api_key:
+        # Runners the gateway starts answer only the gateway: a fresh key each start, sent
+        # by every backend client (a backend started without --api-key ignores it).
+        settings = msgspec.structs.replace(settings, backend_api_key=secrets.token_urlsafe(32))
     own_provider = tracer_provider is None
     if own_provider:
         tracer_provider = build_tracer_provider(
@@ -164,10 +172,24 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         lifespan=[lifespan],
         state=state,
         request_max_body_size=settings.max_body_bytes,
+        cors_config=_cors(settings),
         openapi_config=None,
         logging_config=None,  # the CLI configures logging (JSON), once for the process
         debug=False,
     )
     # Around the whole app, so that 404s and 405s of the router also carry x-request-id.
     app.asgi_handler = RequestTelemetryMiddleware(app.asgi_handler, tracing=tracing)
+    # Outermost: security headers on every answer, over-long URLs refused before all else.
+    app.asgi_handler = SecurityMiddleware(app.asgi_handler, max_url_bytes=settings.max_url_bytes)
     return app
+
+
+def _cors(settings: Settings) -> CORSConfig | None:
+    """Browsers on the listed origins may call the API (keys go as Bearer, not cookies)."""
+    if not settings.cors_origins:
+        return None
+    return CORSConfig(
+        allow_origins=settings.cors_origins,
+        allow_headers=["*"],
+        expose_headers=["x-request-id", "retry-after", "x-ratelimit-remaining-requests"],
+    )

@@ -165,6 +165,13 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     redis_url: str = "memory://"
     admin_token: str | None = None
     no_auth: bool = False
+    #: Bearer token ``/metrics`` requires; ``None``: open to whoever reaches the port.
+    metrics_token: str | None = None
+    #: Origins browsers may call the API from (CORS), e.g. ``https://chat.example.com``;
+    #: empty: no CORS headers, browsers on other origins are refused (the default).
+    cors_origins: list[str] = []
+    #: Longest request target (path and query) accepted, in bytes; longer: 414.
+    max_url_bytes: int = 8 * 1024
 
     #: Seconds between probes of each backend's ``/health``, ``/props`` and ``/slots``.
     probe_interval: float = 2.0
@@ -219,7 +226,7 @@ class SettingsError(ValueError):
     """A setting has a value the gateway cannot use."""
 
 
-_LIST_FIELDS = {"backends"}
+_LIST_FIELDS = {"backends", "cors_origins"}
 _STRUCT_FIELDS = {"models", "gpus", "docker", "kubernetes"}
 _MAP_FIELDS = {"aliases"}
 
@@ -292,7 +299,13 @@ def load_settings(
 def _check(settings: Settings) -> None:
     if not 0 < settings.port < 65536:
         raise SettingsError(f"port must be 1..65535, not {settings.port}")
-    for name in ("queue_size", "failure_threshold", "max_body_bytes", "affinity_max_entries"):
+    for name in (
+        "queue_size",
+        "failure_threshold",
+        "max_body_bytes",
+        "affinity_max_entries",
+        "max_url_bytes",
+    ):
         if getattr(settings, name) < 1:
             raise SettingsError(f"{name} must be at least 1")
     for name in (

@@ -1,11 +1,15 @@
-"""Probes for orchestrators (``/health``, ``/ready``) and the Prometheus scrape (``/metrics``)."""
+"""Probes for orchestrators (``/health``, ``/ready``) and the Prometheus scrape (``/metrics``).
+
+``/ready``'s status code is for every probe; its list of backends only for the admin (when an
+admin token is set). ``/metrics`` wants the metrics token when one is set (api/guards.py)."""
 
 from __future__ import annotations
 
-from litestar import Response, get
+from litestar import Request, Response, get
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from gateway.admission.leases import Admission
+from gateway.api.guards import may_see_internals, require_metrics_token
 from gateway.pool.backend import Backend
 from gateway.pool.pool import Pool
 from gateway.pool.stats import kv_cache_tokens, kv_cache_usage_ratio
@@ -19,7 +23,7 @@ def health() -> dict:
 
 
 @get("/ready")
-async def ready(pool: Pool, admission: Admission) -> Response:
+async def ready(request: Request, pool: Pool, admission: Admission) -> Response:
     """200 only while at least one backend can take requests and the store answers."""
     backends = [
         {"backend": b.name, "model": b.model_id, "state": str(b.health), "slots": b.slots}
@@ -30,13 +34,18 @@ async def ready(pool: Pool, admission: Admission) -> Response:
         {
             "status": "ready" if ok else "unavailable",
             "store": admission.store_ok,
-            "backends": backends,
+            # Backend addresses and models: not for anyone who can reach the port.
+            **({"backends": backends} if may_see_internals(request) else {}),
         },
         status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE,
     )
 
 
-@get("/metrics", media_type="text/plain; version=0.0.4; charset=utf-8")
+@get(
+    "/metrics",
+    media_type="text/plain; version=0.0.4; charset=utf-8",
+    guards=[require_metrics_token],
+)
 async def metrics(pool: Pool, admission: Admission, metrics: Metrics) -> bytes:
     refresh_pool_gauges(metrics, pool, admission)
     return metrics.render()
