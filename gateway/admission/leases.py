@@ -8,8 +8,12 @@ by weight — not in llama-server's unbounded internal queue.
 This module is one replica's side of it: a future per local waiter, resolved when a grant
 names it (returned by a script this replica ran, or posted to its mailbox by another
 replica); a loop that renews the leases of running requests, so a replica that dies leaks
-its slots only until their TTL; and a pump now and then, so slots freed by expiry reach the
-queue. ``memory://`` runs the very same scripts in-process.
+its slots only until their TTL, and heartbeats the replica's record, so a replica that dies
+has its waiters skipped instead of granted; and a pump every second while this replica has
+waiters, so slots freed by expiry reach the queue. When the store comes back after an
+outage (the grant loop sees it within :data:`MAILBOX_WAIT`), releases that failed meanwhile
+are sent again, waiters are queued again where the store lost them, and the queue is pumped
+at once. ``memory://`` runs the very same scripts in-process.
 """
 
 from __future__ import annotations
@@ -25,16 +29,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError
 
-from gateway.errors import GatewayError, QueueFull, QueueTimeout
+from gateway.errors import GatewayError, QueueFull, QueueTimeout, Unavailable
 from gateway.pool.backend import Backend
 from gateway.store.admission import AdmissionStore, Grant, Reply
 from gateway.store.connection import execute, round_trip
 
 log = logging.getLogger(__name__)
 
-#: Seconds one ``BLPOP`` on the grant mailbox waits before looking again.
+#: Seconds one ``BLPOP`` on the grant mailbox waits before looking again; also how soon the
+#: grant loop sees the store go or come back.
 MAILBOX_WAIT = 0.5
+#: Seconds between pumps of the models this replica has waiters for (at most; a third of
+#: the lease TTL where that is shorter): how soon a slot freed by expiry is handed on.
+PUMP_INTERVAL = 1.0
+#: Seconds ``/ready``'s look at the store may take before it counts as unreachable.
+STORE_CHECK_TIMEOUT = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +75,14 @@ class Lease:
 class _Waiter:
     future: asyncio.Future[Lease]
     model: str
-    key_id: str
+    ticket: Ticket
     enqueued_at: float
+    #: Backends this request must not be granted (one it failed on).
+    exclude: list[str] = field(default_factory=list)
+
+    @property
+    def key_id(self) -> str:
+        return self.ticket.key_id
 
 
 class Admission:
@@ -95,7 +112,11 @@ class Admission:
         self._service_time: dict[str, float] = defaultdict(lambda: 1.0)
         self._tasks: set[asyncio.Task] = set()
         self._stopping = asyncio.Event()
+        #: Whether the store answered the last command this replica sent it.
         self.store_ok = True
+        #: Releases that failed (store away), ``(model, backend, lease id)``: sent again
+        #: once the store is back, so their slots do not wait out the lease TTL.
+        self._unreleased: list[tuple[str, str, str]] = []
 
     # -- what the request path and the gauges read ----------------------------------------
 
@@ -119,28 +140,19 @@ class Admission:
         policy's order), or on the first slot handed to this request while it waits."""
         waiter_id = secrets.token_hex(8)
         waiter = _Waiter(
-            asyncio.get_running_loop().create_future(), model, ticket.key_id, time.monotonic()
+            asyncio.get_running_loop().create_future(),
+            model,
+            ticket,
+            time.monotonic(),
+            [b.name for b in exclude],
         )
         self._waiters[waiter_id] = waiter
         pairs = self._pairs(model, candidates)
         try:
-            reply = await self.store.acquire(
-                model,
-                key_id=ticket.key_id,
-                waiter=waiter_id,
-                replica=self.replica,
-                weight=ticket.weight,
-                cost=ticket.cost,
-                priority=ticket.priority,
-                timeout=self.queue_timeout,
-                bound=self.queue_size,
-                exclude=[b.name for b in exclude],
-                candidates=pairs,
-            )
+            reply = await self._enqueue(waiter_id, waiter, pairs, self.queue_timeout)
         except BaseException:
             del self._waiters[waiter_id]
             raise
-        self._observe(model, pairs, reply)
         if reply.status == "granted":
             del self._waiters[waiter_id]
             return self._hold(waiter_id, model, reply.backend)
@@ -163,6 +175,33 @@ class Admission:
         lease.waited = lease.granted_at - waiter.enqueued_at
         return lease
 
+    async def _enqueue(
+        self, waiter_id: str, waiter: _Waiter, pairs: list[tuple[str, int]], timeout: float
+    ) -> Reply:
+        """Run the acquire script for ``waiter`` (again, after the store lost it: the script
+        leaves a waiter it still has where it is) and take in what it saw."""
+        ticket = waiter.ticket
+        try:
+            reply = await self.store.acquire(
+                waiter.model,
+                key_id=ticket.key_id,
+                waiter=waiter_id,
+                replica=self.replica,
+                weight=ticket.weight,
+                cost=ticket.cost,
+                priority=ticket.priority,
+                timeout=timeout,
+                bound=self.queue_size,
+                exclude=waiter.exclude,
+                candidates=pairs,
+            )
+        except Unavailable:
+            self._store_failed()
+            raise
+        self._store_answered()
+        self._observe(waiter.model, pairs, reply)
+        return reply
+
     def release_command(self, pipe: Pipeline, lease: Lease) -> Callable[[object], None]:
         """Queue the release of ``lease`` on ``pipe``; returns what to do with its reply,
         so the caller can send it in one round trip with its own commands."""
@@ -175,11 +214,15 @@ class Admission:
         def handle(items: object) -> None:
             if isinstance(items, Exception):
                 log.warning(
-                    "releasing a lease on %s failed (it expires by itself): %s",
+                    "releasing a lease on %s failed (sent again when the store is back): %s",
                     lease.backend.name,
                     items,
                 )
+                if isinstance(items, RedisError):
+                    self._store_failed()
+                    self._unreleased.append((lease.model, lease.backend.name, lease.id))
                 return
+            self._store_answered()
             reply = self.store.parse_release(items, pairs)
             self._observe(lease.model, pairs, reply)
 
@@ -221,42 +264,110 @@ class Admission:
             try:
                 grant = await self.store.next_grant(self.replica, timeout=MAILBOX_WAIT)
             except Exception as exc:  # Redis away: wait for it to come back
-                self.store_ok = False
+                self._store_failed()
                 log.warning("grant mailbox unreachable: %s", exc)
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(MAILBOX_WAIT)
                 continue
+            self._store_answered()
             if grant is not None:
                 model, waiter_id, backend = grant
                 self._deliver(model, Grant(self.replica, waiter_id, backend))
 
     async def _upkeep_loop(self) -> None:
-        interval = self.lease_ttl / 3
+        """Pump the models this replica has waiters for every :data:`PUMP_INTERVAL`; renew
+        leases and heartbeat every third of the lease TTL."""
+        tick = min(PUMP_INTERVAL, self.lease_ttl / 3)
+        beats = max(1, round(self.lease_ttl / 3 / tick))
+        n = 0
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(tick)
+            n += 1
             try:
-                await self._renew_all()
+                if n % beats == 0:
+                    await self._heartbeat()
                 for model in {w.model for w in self._waiters.values()}:
                     await self._pump(model)
-                await self.store.redis.ping()
-                self.store_ok = True
             except Exception as exc:
-                self.store_ok = False
+                self._store_failed()
                 log.warning("admission upkeep failed: %s", exc)
 
-    async def _renew_all(self) -> None:
+    async def _heartbeat(self) -> None:
+        """Renew the running leases and this replica's record of each model it holds leases
+        or waiters for; queue again the waiters of a model whose record had lapsed."""
         by_model: dict[str, list[Lease]] = defaultdict(list)
         for lease in list(self._held.values()):
             by_model[lease.model].append(lease)
+        for model in {w.model for w in self._waiters.values()}:
+            by_model.setdefault(model, [])
         for model, leases in by_model.items():
-            held = await self.store.renew(model, [(x.backend.name, x.id) for x in leases])
+            pairs = [(x.backend.name, x.id) for x in leases]
+            candidates = self._pairs(model, [])
+            held, lapsed = await self.store.renew(model, self.replica, candidates, pairs)
             if held < len(leases):
                 log.warning("%d leases of %s had expired before renewal", len(leases) - held, model)
+            if lapsed:
+                await self._requeue(model)
+        self._store_answered()
         extra = [r for lease in self._held.values() for r in lease.renewals]
         if extra:
             async with self.store.redis.pipeline(transaction=False) as pipe:
                 for renewal in extra:
                     renewal(pipe)
                 await execute(pipe)
+
+    async def _requeue(self, model: str) -> None:
+        """Queue this replica's waiters of ``model`` again, where the store may have lost
+        them (it restarted without their state, or this replica's record lapsed and they
+        were dropped as a dead replica's). The acquire script leaves a waiter it still has in
+        its place, and hands back a lease it was granted meanwhile."""
+        pairs = self._pairs(model, [])
+        now = time.monotonic()
+        for waiter_id, waiter in list(self._waiters.items()):
+            if waiter.model != model or waiter.future.done() or not pairs:
+                continue
+            left = self.queue_timeout - (now - waiter.enqueued_at)
+            if left <= 0:
+                continue
+            reply = await self._enqueue(waiter_id, waiter, pairs, left)
+            if reply.status == "granted":
+                self._deliver(model, Grant(self.replica, waiter_id, reply.backend or ""))
+            elif reply.status == "full":
+                self._deliver(model, Grant(self.replica, waiter_id, ""))
+
+    # -- the store's health ---------------------------------------------------------------
+
+    def _store_failed(self) -> None:
+        self.store_ok = False
+
+    def _store_answered(self) -> None:
+        if not self.store_ok:
+            self.store_ok = True
+            self._spawn(self._recover())
+
+    async def _recover(self) -> None:
+        """The store is back: send the releases that failed, heartbeat (which queues again
+        the waiters it lost), queue again every waiter (a store that restarted empty lost
+        them all), and pump — now, not at the next upkeep tick."""
+        owed, self._unreleased = self._unreleased, []
+        for model, backend, lease_id in owed:
+            await self._give_back(model, backend, lease_id)
+        await self._heartbeat()
+        for model in {w.model for w in self._waiters.values()}:
+            await self._requeue(model)
+            await self._pump(model)
+        log.info("admission store reachable again: %d releases sent again", len(owed))
+
+    async def check_store(self) -> bool:
+        """Whether the store answers now (a ``PING``, at most :data:`STORE_CHECK_TIMEOUT`
+        seconds): what ``/ready`` reports."""
+        try:
+            async with asyncio.timeout(STORE_CHECK_TIMEOUT):
+                await self.store.redis.ping()
+        except (RedisError, OSError, TimeoutError):
+            self._store_failed()
+            return False
+        self._store_answered()
+        return True
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -282,6 +393,8 @@ class Admission:
             self._spawn(self.store.post(model, foreign))
 
     def _deliver(self, model: str, grant: Grant) -> None:
+        if grant.waiter in self._held:
+            return  # a second word of a grant already taken (the waiter was queued again)
         waiter = self._waiters.pop(grant.waiter, None)
         if not grant.backend:  # displaced from a full queue by a key with fewer waiting
             if waiter is not None and not waiter.future.done():
@@ -295,8 +408,10 @@ class Admission:
             return
         backend = self._by_name(grant.backend)
         if waiter is None or waiter.future.done() or backend is None:
-            # Its request has gone (deadline, client left): give the slot straight back.
-            self._spawn(self._release_orphan(model, grant))
+            # Its request has gone (deadline, client left), or the backend is not one this
+            # replica knows (the scripts grant only backends in its record, so only when it
+            # left the pool meanwhile): give the slot straight back.
+            self._spawn(self._give_back(model, grant.backend, grant.waiter))
             return
         waiter.future.set_result(self._hold(grant.waiter, model, grant.backend))
 
@@ -308,11 +423,16 @@ class Admission:
         self._held[lease_id] = lease
         return lease
 
-    async def _release_orphan(self, model: str, grant: Grant) -> None:
-        backend = self._by_name(grant.backend)
-        if backend is None:
+    async def _give_back(self, model: str, backend_name: str, lease_id: str) -> None:
+        """Release a lease no request of this replica holds, by the backend's name (which
+        may be one this replica does not know), and hand its slot on."""
+        backend = self._by_name(backend_name)
+        if backend is not None:
+            await self.release(Lease(backend, model, lease_id))
             return
-        await self.release(Lease(backend, model, grant.waiter))
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            self.store.release_command(pipe, model, backend_name, lease_id, [])
+            await round_trip(pipe)
 
     async def _abandon(self, waiter_id: str, waiter: _Waiter) -> None:
         """The waiter gave up: leave the queue, or give back a lease that came meanwhile."""
@@ -328,7 +448,7 @@ class Admission:
     async def _pump(self, model: str) -> None:
         pairs = self._pairs(model, [])
         if pairs:
-            self._observe(model, pairs, await self.store.pump(model, pairs))
+            self._observe(model, pairs, await self.store.pump(model, self.replica, pairs))
 
     def _spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)

@@ -5,7 +5,9 @@ Every operation on a model's admission state is one script under that model's ha
 them, the leases on a backend never outnumber its slots. A grant for a waiter of another
 replica is posted to that replica's mailbox list (``lg:grants:<replica>``), where its grant
 loop picks it up with ``BLPOP`` — one blocked connection per replica, not one per waiter.
-The design is worked out in ``shared/design/admission.md``.
+Each replica keeps a record under the model's tag (``r:<replica>``): the backends it can use
+and a heartbeat, so a grant only goes to a waiter whose replica is alive and can reach the
+freed backend. The design is in ``docs/admission.md``.
 """
 
 from __future__ import annotations
@@ -137,25 +139,46 @@ class AdmissionStore:
             )
         return bool(left)
 
-    async def pump(self, model: str, candidates: Candidates) -> Reply:
+    async def pump(self, model: str, replica: str, candidates: Candidates) -> Reply:
+        """Hand free slots of ``candidates`` to waiters; updates ``replica``'s record."""
         with reachable("admission store"):
             items = await self._pump(
                 keys=[keys.queue_keys(model)],
-                args=[keys.model_prefix(model), self.grant_ttl_ms, *_flatten(candidates)],
+                args=[
+                    keys.model_prefix(model),
+                    self.grant_ttl_ms,
+                    replica,
+                    self.lease_ttl_ms,
+                    *_flatten(candidates),
+                ],
             )
         loads, grants = _parse_tail(items[1:], len(candidates))
         return Reply(loads, grants, int(items[0]))
 
-    async def renew(self, model: str, leases: Sequence[tuple[str, str]]) -> int:
-        """Extend ``(backend, lease id)`` pairs of one model; how many still existed."""
+    async def renew(
+        self,
+        model: str,
+        replica: str,
+        candidates: Candidates,
+        leases: Sequence[tuple[str, str]],
+    ) -> tuple[int, bool]:
+        """The upkeep's heartbeat for one model: extend ``(backend, lease id)`` pairs and
+        ``replica``'s record (the backends it can use: ``candidates``) to one expiry. Returns
+        how many leases still existed, and whether the record had lapsed (the replica's
+        waiters may have been dropped as a dead replica's)."""
         flat = [item for pair in leases for item in pair]
         with reachable("admission store"):
-            return int(
-                await self._renew(
-                    keys=[keys.queue_keys(model)],
-                    args=[keys.model_prefix(model), self.lease_ttl_ms, *flat],
-                )
+            held, lapsed = await self._renew(
+                keys=[keys.queue_keys(model)],
+                args=[
+                    keys.model_prefix(model),
+                    self.lease_ttl_ms,
+                    replica,
+                    *_flatten(candidates),
+                    *flat,
+                ],
             )
+        return int(held), bool(lapsed)
 
     async def post(self, model: str, grants: Sequence[Grant]) -> None:
         """Post grants to the mailboxes of the replicas whose waiters they are for."""

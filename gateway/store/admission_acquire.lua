@@ -1,9 +1,14 @@
 -- Acquire a slot lease, or queue for one.
 -- ARGV: P, key_id, waiter, replica, weight, cost, priority, timeout_ms, bound,
 --       grant_ttl_ms, lease_ttl_ms, exclude (comma list), candidates (count, backend, slots…)
+-- The candidates are every ready backend of the model this replica can use (the routing
+-- policy's choice first): they become the replica's record, which pumps on any replica
+-- read to grant this waiter only a backend its replica can use.
 -- The waiter joins its key's queue and the queue is pumped at once: with free slots and
 -- no one ahead of it (by fair order), it is granted in the same call. Returns
 -- {status, backend or position, queued, loads…, "|", grants…}; status granted|queued|full.
+-- Running it twice for one waiter (a retry after a broken connection) is harmless: a
+-- waiter that already holds a lease gets it back, one already queued stays in its place.
 local key_id, waiter, replica = ARGV[2], ARGV[3], ARGV[4]
 local weight, cost, priority = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local timeout, bound = tonumber(ARGV[8]), tonumber(ARGV[9])
@@ -19,9 +24,19 @@ local function reply(status, detail, grants)
   return out
 end
 
+note_replica(replica, cands, now, lease_ttl, false)
+for _, c in ipairs(cands) do
+  local expiry = redis.call('ZSCORE', lease_key(c[1]), waiter)
+  if expiry and tonumber(expiry) > now then
+    redis.call('ZADD', lease_key(c[1]), 'XX', now + lease_ttl, waiter)
+    return reply('granted', c[1], {})
+  end
+end
+local already = redis.call('EXISTS', P .. 'w:' .. waiter) == 1
+
 local queued = tonumber(redis.call('GET', P .. 'q:n')) or 0
 local grants = {}
-if queued >= bound then
+if not already and queued >= bound then
   -- Full: but slots may have freed without a release (expired leases), so pump first.
   grants = pump(now, cands, grant_ttl)
   queued = tonumber(redis.call('GET', P .. 'q:n')) or 0
@@ -51,17 +66,19 @@ if queued >= bound then
   end
 end
 
-local q = P .. 'q:k:' .. key_id
-local seq = redis.call('INCR', P .. 'q:seq')
--- Higher priority first within the key; FIFO within a priority.
-redis.call('ZADD', q, -priority * 1e12 + seq, waiter)
-local w = P .. 'w:' .. waiter
-redis.call('HSET', w, 'replica', replica, 'deadline', now + timeout, 'exclude', exclude,
-  'cost', cost, 'weight', weight)
-redis.call('PEXPIRE', w, timeout + 60000)
-redis.call('INCR', P .. 'q:n')
-if redis.call('ZRANGE', q, 0, 0)[1] == waiter then
-  retag(key_id)
+if not already then
+  local q = P .. 'q:k:' .. key_id
+  local seq = redis.call('INCR', P .. 'q:seq')
+  -- Higher priority first within the key; FIFO within a priority.
+  redis.call('ZADD', q, -priority * 1e12 + seq, waiter)
+  local w = P .. 'w:' .. waiter
+  redis.call('HSET', w, 'replica', replica, 'deadline', now + timeout, 'exclude', exclude,
+    'cost', cost, 'weight', weight)
+  redis.call('PEXPIRE', w, timeout + 60000)
+  redis.call('INCR', P .. 'q:n')
+  if redis.call('ZRANGE', q, 0, 0)[1] == waiter then
+    retag(key_id)
+  end
 end
 
 local more = pump(now, cands, grant_ttl)

@@ -6,6 +6,8 @@
 --   P.."w:"..waiter         HASH replica, deadline, exclude, cost, weight
 --   P.."q:n" / P.."q:seq"   STRING waiters queued / a sequence for FIFO order
 --   P.."vt" / P.."ft"       STRING virtual time / HASH key id -> last finish tag
+--   P.."r:"..replica        STRING "<alive until ms>,<backend>,<backend>,"  a replica's record:
+--                           its heartbeat and the backends its waiters can be granted
 
 local P = ARGV[1]
 
@@ -55,8 +57,46 @@ local function read_candidates(i)
   return cands
 end
 
--- Hand free slots to waiters, the key with the smallest finish tag first. Returns a flat
--- list of grants: replica, waiter (= lease id), backend for each.
+-- A replica's record: until when it counts as alive (ms) and the backends it can use, as
+-- ",a,b," for a plain find. ``extend``: a heartbeat (the upkeep's renewal), which moves the
+-- lapse forward; any other call only updates the backends, so a replica's record lapses no
+-- later than the leases it renewed with it — a dead replica's waiters are gone by the time
+-- its slots come free. A record that had lapsed is started again (its replica is alive).
+-- Returns true if there was no live record before (its waiters may have been dropped).
+local function note_replica(replica, cands, now, ttl, extend)
+  local k = P .. 'r:' .. replica
+  local names = {}
+  for i, c in ipairs(cands) do names[i] = c[1] end
+  local old = redis.call('GET', k)
+  local until_ms = old and tonumber(string.match(old, '^(%d+)')) or 0
+  local lapsed = until_ms <= now
+  if extend or lapsed then
+    until_ms = now + ttl
+  end
+  redis.call('SET', k, until_ms .. ',' .. table.concat(names, ',') .. ',', 'PX',
+    until_ms - now + 60000)
+  return lapsed
+end
+
+-- The backends a live replica can use (",a,b,"), or nil if its record is gone or lapsed.
+local function reach_of(replica, now)
+  local rec = redis.call('GET', P .. 'r:' .. replica)
+  if not rec then return nil end
+  local until_ms, reach = string.match(rec, '^(%d+)(,.*)$')
+  if not until_ms or tonumber(until_ms) <= now then return nil end
+  return reach
+end
+
+--: Waiters of one key looked at per turn: past a head that cannot use any free slot (its
+--: replica does not reach that backend, or it was excluded there), so a key's requests from
+--: another replica are not stuck behind it while the slot stays idle.
+local SCAN = 16
+
+-- Hand free slots to waiters, the key with the smallest finish tag first; within a key, the
+-- first waiter (by priority, then FIFO) that may use a free slot: its replica is alive and
+-- reaches that backend, and the backend is not one it excluded. Waiters past their deadline
+-- or of a dead replica are dropped on the way. Returns a flat list of grants: replica,
+-- waiter (= lease id), backend for each.
 local function pump(now, cands, grant_ttl)
   local grants = {}
   local room = {}
@@ -66,6 +106,7 @@ local function pump(now, cands, grant_ttl)
     if room[i] > 0 then any = true end
   end
   local blocked = {}
+  local reach = {}  -- replica -> its backends (false: dead), read once per call
   local steps = 0
   while any and steps < 512 do
     steps = steps + 1
@@ -78,40 +119,54 @@ local function pump(now, cands, grant_ttl)
       end
     end
     if not key_id then break end
-    local head = redis.call('ZRANGE', P .. 'q:k:' .. key_id, 0, 0)[1]
-    if not head then
-      redis.call('ZREM', P .. 'q:keys', key_id)
-    else
-      local info = redis.call('HMGET', P .. 'w:' .. head, 'replica', 'deadline', 'exclude')
-      if not info[1] or tonumber(info[2]) < now then
-        drop_waiter(key_id, head)  -- gone, or past its deadline: its replica answered 503
-        retag(key_id)
+    local waiters = redis.call('ZRANGE', P .. 'q:k:' .. key_id, 0, SCAN - 1)
+    local chosen, target, replica
+    local dropped = false
+    for _, waiter in ipairs(waiters) do
+      local info = redis.call('HMGET', P .. 'w:' .. waiter, 'replica', 'deadline', 'exclude')
+      local rep = info[1]
+      if rep and reach[rep] == nil then
+        reach[rep] = reach_of(rep, now) or false
+      end
+      if not rep or tonumber(info[2]) < now or not reach[rep] then
+        -- Gone, past its deadline (its replica answered 503), or its replica died.
+        drop_waiter(key_id, waiter)
+        dropped = true
       else
         local excluded = ',' .. (info[3] or '') .. ','
-        local target
         for i, c in ipairs(cands) do
-          if room[i] > 0 and not string.find(excluded, ',' .. c[1] .. ',', 1, true) then
+          local name = ',' .. c[1] .. ','
+          if room[i] > 0 and string.find(reach[rep], name, 1, true)
+              and not string.find(excluded, name, 1, true) then
             target = i
             break
           end
         end
-        if not target then
-          blocked[key_id] = true  -- its head may not go where there is room
-        else
-          redis.call('ZADD', lease_key(cands[target][1]), now + grant_ttl, head)
-          room[target] = room[target] - 1
-          drop_waiter(key_id, head)
-          redis.call('SET', P .. 'vt', tag)
-          redis.call('HSET', P .. 'ft', key_id, tag)
-          retag(key_id)
-          grants[#grants + 1] = info[1]
-          grants[#grants + 1] = head
-          grants[#grants + 1] = cands[target][1]
-          any = false
-          for i = 1, #cands do
-            if room[i] > 0 then any = true end
-          end
+        if target then
+          chosen, replica = waiter, rep
+          break
         end
+      end
+    end
+    if not chosen then
+      if dropped then
+        retag(key_id)  -- look at this key again: its head changed
+      else
+        blocked[key_id] = true  -- none of its first waiters may go where there is room
+      end
+    else
+      redis.call('ZADD', lease_key(cands[target][1]), now + grant_ttl, chosen)
+      room[target] = room[target] - 1
+      drop_waiter(key_id, chosen)
+      redis.call('SET', P .. 'vt', tag)
+      redis.call('HSET', P .. 'ft', key_id, tag)
+      retag(key_id)
+      grants[#grants + 1] = replica
+      grants[#grants + 1] = chosen
+      grants[#grants + 1] = cands[target][1]
+      any = false
+      for i = 1, #cands do
+        if room[i] > 0 then any = true end
       end
     end
   end

@@ -1,9 +1,14 @@
--- Extend leases that are still running (only those that still exist: XX).
--- ARGV: P, lease_ttl_ms, then backend, lease pairs. Returns how many were still held.
-local ttl = tonumber(ARGV[2])
+-- The upkeep's heartbeat: extend the leases that are still running (only those that still
+-- exist: XX) and the replica's record to the same expiry, so the record never outlives them.
+-- ARGV: P, lease_ttl_ms, replica, candidates (count, backend, slots…), then backend, lease
+-- pairs. Returns {leases still held, 1 if the replica's record had lapsed (its waiters may
+-- have been dropped: the replica queues them again) else 0}.
+local ttl, replica = tonumber(ARGV[2]), ARGV[3]
+local cands = read_candidates(4)
 local now = now_ms()
+local lapsed = note_replica(replica, cands, now, ttl, true)
 local held = 0
-for i = 3, #ARGV, 2 do
+for i = 5 + 2 * #cands, #ARGV, 2 do
   held = held + redis.call('ZADD', lease_key(ARGV[i]), 'XX', 'CH', now + ttl, ARGV[i + 1])
 end
-return held
+return { held, lapsed and 1 or 0 }

@@ -35,12 +35,14 @@ class Replica:
         backends: list[Backend],
         *,
         lease_ttl: float = 15,
+        grant_ttl: float | None = None,
         queue_size: int = 100,
         queue_timeout: float = 10,
     ) -> None:
         self.backends = backends
+        grant_ttl = lease_ttl * 2 / 3 if grant_ttl is None else grant_ttl
         self.admission = Admission(
-            AdmissionStore(client, lease_ttl=lease_ttl, grant_ttl=lease_ttl * 2 / 3),
+            AdmissionStore(client, lease_ttl=lease_ttl, grant_ttl=grant_ttl),
             backends=lambda model: [b for b in self.backends if b.model_id == model],
             by_name=lambda name: next((b for b in self.backends if b.name == name), None),
             queue_size=queue_size,
@@ -243,5 +245,113 @@ async def test_a_flood_cannot_lock_other_keys_out_of_a_full_queue(client: redis.
         await replica.admission.release(lease)
         for task in flood:
             task.cancel()
+    finally:
+        await replica.stop()
+
+
+async def test_a_slot_is_granted_only_to_a_waiter_whose_replica_has_that_backend(
+    client: redis.Redis, other_client: redis.Redis
+) -> None:
+    """#15 item 4: replicas share a Redis and a model id, not their backends. A slot freed on
+    B's backend must not go to A's waiter (A cannot use it: the grant was dropped, the waiter
+    got 503 and the slot stayed taken); it stays free for B, and A's waiter gets A's slot."""
+    a = Replica(client, [_backend(9001, 1)]).start()
+    b = Replica(other_client, [_backend(9002, 1)]).start()
+    try:
+        on_a, on_b = await a.acquire(), await b.acquire()
+        waiting_on_a = asyncio.create_task(a.acquire())
+        await asyncio.sleep(0.1)
+        await b.admission.release(on_b)  # frees 9002, which A's waiter cannot use
+        again_on_b = await asyncio.wait_for(b.acquire(), 5)  # free, not held by a lost grant
+        assert again_on_b.backend.name == "127.0.0.1:9002"
+        assert not waiting_on_a.done()
+        await a.admission.release(on_a)
+        lease = await asyncio.wait_for(waiting_on_a, 5)
+        assert lease.backend.name == "127.0.0.1:9001"
+        await a.admission.release(lease)
+        await b.admission.release(again_on_b)
+        assert await _leases(client, 9001) + await _leases(client, 9002) == 0
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_waiter_behind_one_that_cannot_use_the_free_slot_gets_it(
+    client: redis.Redis, other_client: redis.Redis
+) -> None:
+    """One key (``--no-auth``: every request is "anonymous") queued on two replicas with
+    different backends: the head waiter (A's) does not hold B's waiter off B's free slot."""
+    a = Replica(client, [_backend(9001, 1)]).start()
+    b = Replica(other_client, [_backend(9002, 1)]).start()
+    try:
+        on_a, on_b = await a.acquire(), await b.acquire()
+        first = asyncio.create_task(a.acquire())
+        await asyncio.sleep(0.1)
+        second = asyncio.create_task(b.acquire())
+        await asyncio.sleep(0.1)
+        await b.admission.release(on_b)
+        lease = await asyncio.wait_for(second, 5)
+        assert lease.backend.name == "127.0.0.1:9002" and not first.done()
+        await a.admission.release(on_a)
+        await a.admission.release(await asyncio.wait_for(first, 5))
+        await b.admission.release(lease)
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_dead_replicas_waiters_are_skipped_when_its_slots_expire(
+    client: redis.Redis, other_client: redis.Redis
+) -> None:
+    """#15 item 5: a replica killed with ``kill -9`` leaves a lease and a waiter queued ahead of
+    a live replica's. Once its lease expires the slot goes to the live waiter — not to the
+    dead one, whose grant would hold the slot for one more grant TTL (here 30 s)."""
+    dead = Replica(client, [_backend(9001, 1)], lease_ttl=0.6, grant_ttl=30)  # no upkeep
+    live = Replica(other_client, [_backend(9001, 1)], lease_ttl=0.6, grant_ttl=30).start()
+    try:
+        await dead.acquire()
+        queued_dead = asyncio.create_task(dead.acquire())
+        await asyncio.sleep(0.1)
+        waiting = asyncio.create_task(live.acquire())
+        lease = await asyncio.wait_for(waiting, 10)
+        assert lease.backend.name == "127.0.0.1:9001"
+        assert not queued_dead.done()  # nothing was granted to it: its replica is dead
+        assert await client.exists(keys.grants(dead.admission.replica)) == 0
+        assert int(await client.get(keys.model_prefix(MODEL) + "q:n") or 0) == 0
+        await live.admission.release(lease)
+        queued_dead.cancel()
+    finally:
+        await live.stop()
+
+
+async def test_a_live_replica_keeps_its_waiters_past_the_lease_ttl(client: redis.Redis) -> None:
+    """The heartbeat keeps a live replica's waiters queued however long they wait."""
+    replica = Replica(client, [_backend(9001, 1)], lease_ttl=0.6).start()
+    try:
+        held = await replica.acquire()
+        waiting = asyncio.create_task(replica.acquire())
+        await asyncio.sleep(1.5)  # more than two lease TTLs
+        assert int(await client.get(keys.model_prefix(MODEL) + "q:n") or 0) == 1
+        await replica.admission.release(held)
+        await replica.admission.release(await asyncio.wait_for(waiting, 5))
+    finally:
+        await replica.stop()
+
+
+async def test_waiters_the_store_lost_are_queued_again(client: redis.Redis) -> None:
+    """A store that comes back empty (no persistence) lost the queue: the replica queues its
+    waiters again when it sees the store back, and they are served."""
+    replica = Replica(client, [_backend(9001, 1)]).start()
+    try:
+        held = await replica.acquire()
+        waiting = asyncio.create_task(replica.acquire())
+        await asyncio.sleep(0.1)
+        await client.flushdb()  # the store "restarted" empty: lease and queue gone
+        replica.admission.store_ok = False  # as the grant loop marks an outage
+        assert await replica.admission.check_store()
+        lease = await asyncio.wait_for(waiting, 5)  # the slot was free: granted at once
+        assert int(await client.get(keys.model_prefix(MODEL) + "q:n") or 0) == 0
+        await replica.admission.release(lease)
+        await replica.admission.release(held)
     finally:
         await replica.stop()
