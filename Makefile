@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 12434
 
-.PHONY: run test bench lint venv model llama-server clean
+.PHONY: run test bench lint venv model llama-server browser clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,11 @@ run: venv
 	LLAMA_SERVER_BIN=$$BIN exec $(VENV)/bin/llama-gateway serve --host $(HOST) --port $(PORT) \
 		--model smollm2=$$MODEL --no-auth
 
-test: venv
+# Debian's chromium + chromedriver for the console's browser tests, installed when missing.
+browser:
+	@sh scripts/install_browser.sh
+
+test: venv browser
 	@MODEL=$$($(PY) scripts/assets.py model) && BIN=$$($(PY) scripts/assets.py llama-server) && \
 	LLAMA_GATEWAY_TEST_MODEL=$$MODEL LLAMA_SERVER_BIN=$$BIN $(PY) -m pytest -q
 
