@@ -1,0 +1,353 @@
+"""Ollama's API, translated at the edge: ``/api/chat``, ``/api/generate``, ``/api/embed`` and
+``/api/embeddings`` become the OpenAI requests llama-server serves and take the same path as
+the OpenAI routes (auth, limits, fair queue, routing, accounting); ``/api/tags``, ``/api/ps``
+and ``/api/show`` describe the models; ``/``, ``HEAD /`` and ``/api/version`` answer the
+probes Ollama clients send first. Refusals leave as ``{"error": "…"}`` (``surfaces/errors``).
+
+Reading requests: :mod:`.ollama_requests`; writing answers: :mod:`.ollama_answers`; the
+model views: :mod:`.ollama_models`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, Router, get, head, post
+from litestar.background_tasks import BackgroundTask
+from litestar.response import Stream
+
+from gateway.api.guards import require_api_key
+from gateway.config import Settings
+from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, Unavailable
+from gateway.exchange import Dispatcher, Exchange
+from gateway.pool.pool import Pool
+from gateway.requests import parse
+from gateway.runners.scheduler import Scheduler
+from gateway.runners.state import ModelState
+from gateway.surfaces import Surface
+from gateway.surfaces.ollama_answers import AnswerTranslator, created_at, embed_answer, ndjson
+from gateway.surfaces.ollama_models import find_facts, ps_entry, show_answer, tag_entry
+from gateway.surfaces.ollama_requests import (
+    OllamaRequest,
+    read_body,
+    read_chat,
+    read_embed,
+    read_generate,
+    require_model,
+)
+
+__all__ = ["OLLAMA_API_VERSION", "OLLAMA_ROUTER"]
+
+#: The Ollama release whose API this surface follows. Clients read it to decide what they
+#: may send (tools, structured outputs, thinking), so it is Ollama's number, not the gateway's.
+OLLAMA_API_VERSION = "0.12.0"
+_NDJSON = "application/x-ndjson"
+_STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_LOAD_POLL = 0.1
+
+
+# -- probes (no key) ------------------------------------------------------------------------
+
+
+@get("/", media_type="text/plain", sync_to_thread=False)
+def root() -> str:
+    return "Ollama is running"
+
+
+@head("/", media_type="text/plain", sync_to_thread=False)
+def root_head() -> None:
+    return None
+
+
+@get("/api/version", sync_to_thread=False)
+def version() -> dict[str, str]:
+    return {"version": OLLAMA_API_VERSION}
+
+
+# -- generation -----------------------------------------------------------------------------
+
+
+@post("/chat", status_code=200)
+async def chat(
+    request: Request, dispatcher: Dispatcher, scheduler: Scheduler, settings: Settings
+) -> Response:
+    return await _generate(request, dispatcher, scheduler, settings, read_chat, chat=True)
+
+
+@post("/generate", status_code=200)
+async def generate(
+    request: Request, dispatcher: Dispatcher, scheduler: Scheduler, settings: Settings
+) -> Response:
+    return await _generate(request, dispatcher, scheduler, settings, read_generate, chat=False)
+
+
+async def _generate(
+    request: Request,
+    dispatcher: Dispatcher,
+    scheduler: Scheduler,
+    settings: Settings,
+    read: Callable[[dict[str, Any]], OllamaRequest],
+    *,
+    chat: bool,
+) -> Response:
+    started_at = time.monotonic()
+    asked = read(read_body(await request.body()))
+    model = _resolve(dispatcher.pool, asked.model)
+    request.state.model = model
+    if asked.endpoint is None:  # no prompt: load (or, with keep_alive 0, unload) the model
+        return await _load_or_unload(request, asked, model, dispatcher, scheduler, settings, chat)
+    _check_context(asked, model, dispatcher.pool, scheduler)
+    if asked.has_images:
+        await _check_vision(asked.model, model, dispatcher.pool, scheduler)
+    exchange, load_seconds = await _open(request, asked, model, dispatcher)
+    translator = AnswerTranslator(
+        asked.model, chat=chat, started_at=started_at, load_seconds=load_seconds
+    )
+    translator.sent()
+    headers = exchange.limits.headers()
+    if asked.stream:
+        # The background task releases the lease even if the stream is never iterated.
+        return Stream(
+            _ndjson(dispatcher, exchange, translator),
+            media_type=_NDJSON,
+            headers={**_STREAM_HEADERS, **headers},
+            background=BackgroundTask(dispatcher.close, exchange),
+        )
+    async for piece in dispatcher.stream(exchange):
+        translator.feed(piece)
+    return _json(translator.whole(), headers)
+
+
+async def _ndjson(
+    dispatcher: Dispatcher, exchange: Exchange, translator: AnswerTranslator
+) -> AsyncIterator[bytes]:
+    async for piece in dispatcher.stream(exchange):
+        for obj in translator.feed(piece):
+            yield ndjson(obj)  # an error that broke the stream, too: {"error": "…"}
+    if translator.error is None:
+        yield ndjson(translator.final())
+
+
+async def _open(
+    request: Request, asked: OllamaRequest, model: str, dispatcher: Dispatcher
+) -> tuple[Exchange, float]:
+    """Send the translated request down the path; also the seconds it waited for a load."""
+    assert asked.endpoint is not None
+    asked.body["model"] = model  # the name as resolved (``name:latest`` → ``name``)
+    parsed = parse(asked.endpoint, asked.encode())
+    telemetry = request.state.telemetry
+    telemetry.describe(model=model, max_tokens=parsed.max_tokens, stream=asked.stream)
+    loading = not dispatcher.pool.serving(model)
+    opened_at = time.monotonic()
+    exchange = await dispatcher.open(parsed, key=request.state.api_key, telemetry=telemetry)
+    # Waiting for a runner to load includes any queueing behind it: an upper bound.
+    return exchange, (time.monotonic() - opened_at) if loading else 0.0
+
+
+async def _load_or_unload(
+    request: Request,
+    asked: OllamaRequest,
+    model: str,
+    dispatcher: Dispatcher,
+    scheduler: Scheduler,
+    settings: Settings,
+    chat: bool,
+) -> Response:
+    """Ollama's empty request: load the model and answer once it is loaded, or with
+    ``keep_alive: 0`` unload it (what ``ollama stop`` sends)."""
+    dispatcher.authenticator.check_model(request.state.api_key, model)
+    if asked.unloads:
+        try:
+            scheduler.unload(model)
+        except ModelNotFound:
+            raise InvalidRequest(
+                f"model '{asked.model}' is served by a backend the gateway does not run, "
+                "so the gateway cannot unload it",
+                param="keep_alive",
+            ) from None
+        reason = "unload"
+    else:
+        dispatcher.pool.demand(model, asked.keep_alive)
+        await _wait_loaded(model, dispatcher.pool, scheduler, settings.runner_start_timeout)
+        reason = "load"
+    answer: dict[str, Any] = {"model": asked.model, "created_at": created_at()}
+    if chat:
+        answer["message"] = {"role": "assistant", "content": ""}
+    else:
+        answer["response"] = ""
+    answer.update(done=True, done_reason=reason)
+    return _json(answer)
+
+
+async def _wait_loaded(model: str, pool: Pool, scheduler: Scheduler, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not pool.serving(model):
+        entry = scheduler.entries.get(model)
+        if entry is not None and entry.state is ModelState.FAILED:
+            first_line = (entry.last_error or "").splitlines()[:1]
+            raise Unavailable(f"model '{model}' failed to load: {''.join(first_line)}")
+        if time.monotonic() >= deadline:
+            raise Unavailable(f"model '{model}' did not load within {timeout:.0f} s")
+        await asyncio.sleep(_LOAD_POLL)
+
+
+# -- embeddings -----------------------------------------------------------------------------
+
+
+@post("/embed", status_code=200)
+async def embed(request: Request, dispatcher: Dispatcher, scheduler: Scheduler) -> Response:
+    return await _embed(request, dispatcher, scheduler, legacy=False)
+
+
+@post("/embeddings", status_code=200)
+async def embeddings(request: Request, dispatcher: Dispatcher, scheduler: Scheduler) -> Response:
+    """The older route: one ``prompt``, one ``embedding``."""
+    return await _embed(request, dispatcher, scheduler, legacy=True)
+
+
+async def _embed(
+    request: Request, dispatcher: Dispatcher, scheduler: Scheduler, *, legacy: bool
+) -> Response:
+    started_at = time.monotonic()
+    asked = read_embed(read_body(await request.body()), legacy=legacy)
+    model = _resolve(dispatcher.pool, asked.model)
+    request.state.model = model
+    _check_context(asked, model, dispatcher.pool, scheduler)
+    exchange, load_seconds = await _open(request, asked, model, dispatcher)
+    answer = await dispatcher.read_whole(exchange)
+    try:
+        out = embed_answer(
+            asked.model,
+            answer,
+            started_at=started_at,
+            load_seconds=load_seconds,
+            dimensions=asked.dimensions,
+        )
+    except (msgspec.DecodeError, KeyError, TypeError, AttributeError):
+        raise GatewayError("the backend's embeddings answer could not be read") from None
+    if legacy:
+        return _json({"embedding": out["embeddings"][0]})
+    return _json(out, exchange.limits.headers())
+
+
+# -- the model views ------------------------------------------------------------------------
+
+
+@get("/tags")
+async def tags(pool: Pool, scheduler: Scheduler) -> dict[str, Any]:
+    """Every model a ready backend serves and every declared one, then each alias."""
+    models = sorted(set(pool.ready_models()) | set(scheduler.entries))
+    found = await asyncio.gather(*(find_facts(m, pool, scheduler) for m in models))
+    facts = dict(zip(models, found, strict=True))
+    listed = [tag_entry(model, facts[model]) for model in models]
+    for alias, target in sorted(pool.aliases.items()):
+        if target in facts and alias not in facts:
+            listed.append(tag_entry(alias, facts[target], parent=target))
+    return {"models": listed}
+
+
+@get("/ps")
+async def ps(pool: Pool, scheduler: Scheduler) -> dict[str, Any]:
+    """The loaded models: ready runners of declared models, and models of backends by URL."""
+    ready = pool.ready_models()
+    listed = []
+    for model in sorted(set(ready) | set(scheduler.entries)):
+        entry = scheduler.entries.get(model)
+        if (entry is not None and not entry.ready()) or (entry is None and model not in ready):
+            continue
+        facts = await find_facts(model, pool, scheduler)
+        shown = ps_entry(model, facts, entry, ready.get(model, []))
+        if shown is not None:
+            listed.append(shown)
+    return {"models": listed}
+
+
+@post("/show", status_code=200)
+async def show(request: Request, pool: Pool, scheduler: Scheduler) -> dict[str, Any]:
+    name = require_model(read_body(await request.body()), legacy_name=True)
+    model = _resolve(pool, name)
+    facts = await find_facts(model, pool, scheduler, probe_embeddings=True)
+    parent = model if name not in (model, f"{model}:latest") else ""
+    return show_answer(name, facts, _context_per_request(model, pool, scheduler), parent)
+
+
+# -- checks ---------------------------------------------------------------------------------
+
+
+def _resolve(pool: Pool, name: str) -> str:
+    """The model id ``name`` means; Ollama's implied ``:latest`` tag is accepted."""
+    for candidate in dict.fromkeys((name, name.removesuffix(":latest"))):
+        try:
+            return pool.resolve(candidate)
+        except ModelNotFound:
+            continue
+    raise ModelNotFound(f"model '{name}' not found", param="model")
+
+
+def _context_per_request(model: str, pool: Pool, scheduler: Scheduler) -> int:
+    """Tokens one request of ``model`` may use: the widest backend's slot context, or for a
+    declared model not loaded yet, its ``ctx_size`` shared by its ``parallel`` slots."""
+    widest = max((b.n_ctx for b in pool.serving(model)), default=0)
+    entry = scheduler.entries.get(model)
+    if widest or entry is None:
+        return widest
+    unified = any(a in ("-kvu", "--kv-unified") for a in entry.spec.extra_args)
+    return entry.spec.ctx_size if unified else entry.spec.ctx_size // max(1, entry.spec.parallel)
+
+
+def _check_context(asked: OllamaRequest, model: str, pool: Pool, scheduler: Scheduler) -> None:
+    """``options.num_ctx`` cannot grow a runner's context (the gateway's config sets it): a
+    request asking for more than a slot holds is refused rather than silently cut short."""
+    if asked.num_ctx is None:
+        return
+    limit = _context_per_request(model, pool, scheduler)
+    if limit and asked.num_ctx > limit:
+        raise InvalidRequest(
+            f"num_ctx {asked.num_ctx} is larger than the {limit} tokens of context each "
+            f"request of model '{asked.model}' gets (set by the gateway's runner config)",
+            param="options.num_ctx",
+        )
+
+
+async def _check_vision(name: str, model: str, pool: Pool, scheduler: Scheduler) -> None:
+    """Images need a runner with a multimodal projector; say so before queueing."""
+    entry = scheduler.entries.get(model)
+    if entry is not None:
+        vision = bool(entry.spec.mmproj)
+    else:
+        backends = pool.serving(model)
+        if not backends:
+            return  # not known yet: the backend will judge
+        try:
+            props = await backends[0].client.get_json("/props", timeout=3.0)
+        except GatewayError:
+            return
+        vision = bool((props.get("modalities") or {}).get("vision"))
+    if not vision:
+        raise InvalidRequest(
+            f"model '{name}' does not take images: its runner has no multimodal projector (mmproj)",
+            param="images",
+        )
+
+
+def _json(obj: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        content=msgspec.json.encode(obj), media_type="application/json", headers=headers
+    )
+
+
+_API = Router(
+    path="/api",
+    route_handlers=[chat, generate, embed, embeddings, tags, ps, show],
+    guards=[require_api_key],
+)
+
+OLLAMA_ROUTER = Router(
+    path="/",
+    route_handlers=[root, root_head, version, _API],
+    opt={"surface": Surface.OLLAMA},
+)
