@@ -18,17 +18,19 @@ from litestar.di import Provide
 from opentelemetry.sdk.trace import TracerProvider
 
 from gateway.admission.leases import Admission
-from gateway.api import admin, health, openai
+from gateway.api import admin, control, health, pull
 from gateway.api import runners as runners_api
 from gateway.api.security import SecurityMiddleware
-from gateway.api.dispatch import Dispatcher
-from gateway.api.errors import EXCEPTION_HANDLERS
 from gateway.auth.authenticator import Authenticator
 from gateway.config import Settings
+from gateway.console import ROUTES as CONSOLE_ROUTES
+from gateway.console import Sampler
+from gateway.exchange import Dispatcher
 from gateway.pool.backend import Backend
 from gateway.pool.pool import Pool
 from gateway.pool.providers import Providers, build_providers
 from gateway.routing.affinity import AffinityRouter
+from gateway.routing.hooks import RoutingHooks
 from gateway.routing.policies import make_policy
 from gateway.runners.scheduler import Scheduler
 from gateway.store.admission import AdmissionStore
@@ -36,7 +38,10 @@ from gateway.store.affinity import AffinityStore
 from gateway.store.apikeys import KeyStore
 from gateway.store.connection import connect
 from gateway.store.limits import Limiter
+from gateway.surfaces import anthropic, native, ollama, openai
+from gateway.surfaces.errors import EXCEPTION_HANDLERS
 from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.recent import RecentRequests
 from gateway.telemetry.request import RequestTelemetryMiddleware
 from gateway.telemetry.tracing import Tracing, build_tracer_provider
 from gateway.upstream.client import BackendClient
@@ -131,12 +136,12 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
     providers = Providers(build_providers(settings), pool, lambda url: _backend(url, settings))
     key_store = KeyStore(redis)
     authenticator = Authenticator(key_store)
-    affinity = None
+    routing = RoutingHooks()
     if settings.routing == "affinity":
         affinity_store = AffinityStore(
             redis, ttl=settings.affinity_ttl, max_entries=settings.affinity_max_entries
         )
-        affinity = AffinityRouter(affinity_store, metrics, pin_slots=settings.affinity_pin_slots)
+        routing = AffinityRouter(affinity_store, metrics, pin_slots=settings.affinity_pin_slots)
     dispatcher = Dispatcher(
         pool=pool,
         admission=admission,
@@ -144,8 +149,11 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         authenticator=authenticator,
         limiter=Limiter(redis),
         metrics=metrics,
-        affinity=affinity,
+        routing=routing,
     )
+    # The console's view of the last requests and its plots' samples (this process only).
+    recent = RecentRequests()
+    sampler = Sampler(pool, admission, declared=[spec.model_id for spec in settings.models])
     state = State(
         {
             "settings": settings,
@@ -157,19 +165,31 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
             "scheduler": scheduler,
             "providers": providers,
             "key_store": key_store,
+            "recent": recent,
+            "sampler": sampler,
             # The guard reads this; None lets every caller in as "anonymous" (--no-auth).
             "authenticator": None if settings.no_auth else authenticator,
         }
     )
-    routes = [openai.ROUTER, *health.ROUTES, *runners_api.ROUTES]
+    routes = [
+        openai.ROUTER,
+        anthropic.ANTHROPIC_ROUTER,
+        native.NATIVE_ROUTER,
+        ollama.OLLAMA_ROUTER,
+        pull.PULL_ROUTER,  # Ollama's /api/pull: needs the admin token
+        *health.ROUTES,
+        *runners_api.ROUTES,
+        *CONSOLE_ROUTES,
+    ]
     if settings.admin_token:
         routes += admin.ROUTES
+        routes += control.ROUTES
 
     app = Litestar(
         route_handlers=routes,
         dependencies={name: _provide(value) for name, value in state.dict().items()},
         exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=[lifespan],
+        lifespan=[lifespan, sampler.lifespan],
         state=state,
         request_max_body_size=settings.max_body_bytes,
         cors_config=_cors(settings),
@@ -178,7 +198,9 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         debug=False,
     )
     # Around the whole app, so that 404s and 405s of the router also carry x-request-id.
-    app.asgi_handler = RequestTelemetryMiddleware(app.asgi_handler, tracing=tracing)
+    app.asgi_handler = RequestTelemetryMiddleware(
+        app.asgi_handler, tracing=tracing, recorder=recent
+    )
     # Outermost: security headers on every answer, over-long URLs refused before all else.
     app.asgi_handler = SecurityMiddleware(app.asgi_handler, max_url_bytes=settings.max_url_bytes)
     return app

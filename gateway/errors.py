@@ -1,5 +1,8 @@
 """The gateway's exceptions: every refusal the request path can raise, with its HTTP status
-and the fields of OpenAI's error body. ``api/errors.py`` turns them into responses, in one place.
+and the fields of OpenAI's error body. ``surfaces/errors.py`` turns them into responses, in
+one place, in the shape of the API the client speaks. Each class says whether the failure
+may be retried on another backend (``retryable``) and whether it is the backend's fault
+(``backends_fault``).
 
     GatewayError
     ├── InvalidRequest            400 invalid_request_error
@@ -20,6 +23,8 @@ and the fields of OpenAI's error body. ``api/errors.py`` turns them into respons
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 
@@ -27,6 +32,10 @@ class GatewayError(Exception):
     status = 500
     type = "server_error"
     code: str | None = None
+    #: Another backend may succeed where this one failed (nothing reached the client yet).
+    retryable = False
+    #: The backend is to blame (counted towards its circuit breaker), not the request.
+    backends_fault = False
 
     def __init__(
         self,
@@ -114,6 +123,8 @@ class UpstreamUnreachable(GatewayError):
     status = 502
     type = "upstream_error"
     code = "upstream_unreachable"
+    retryable = True
+    backends_fault = True
     #: What a client is told, whatever the cause: runner URLs must not leave the gateway.
     client_message = "The model backend could not be reached; try again."
 
@@ -133,7 +144,42 @@ class BackendError(GatewayError):
         self.status = status
         self.body = body
         self.content_type = content_type
+        # A plain 500 is often the request's (llama-server answers 500 to some malformed
+        # fields); a gateway-ish 5xx is the backend's.
+        self.backends_fault = status in (502, 503, 504)
+
+    @property
+    def backend_message(self) -> str:
+        """The message of the backend's body (llama-server's ``{"error": {"message"}}``)."""
+        try:
+            decoded = json.loads(self.body)
+        except ValueError:
+            decoded = None
+        if isinstance(decoded, dict):
+            error = decoded.get("error")
+            if isinstance(error, dict) and isinstance(error.get("message"), str):
+                return error["message"]
+            if isinstance(error, str):
+                return error
+        text = self.body.decode(errors="replace").strip()
+        return text[:500] or f"The backend answered {self.status}."
+
+
+#: llama-server's words for a field it could not read: its 500 is then the request's fault.
+_MALFORMED = re.compile(
+    r"failed to parse|expected '|json\.exception|type must be|invalid (type|value|argument)",
+    re.IGNORECASE,
+)
 
 
 class BackendFailed(BackendError):
-    """A 5xx answer before any byte reached the client: another backend may do better."""
+    """A 5xx answer before any byte reached the client: another backend may do better —
+    unless its message shows the request was malformed (:attr:`blames_request`)."""
+
+    @property
+    def blames_request(self) -> bool:
+        return self.status == 500 and bool(_MALFORMED.search(self.backend_message))
+
+    @property  # type: ignore[override]
+    def retryable(self) -> bool:
+        return not self.blames_request

@@ -1,6 +1,11 @@
-"""The OpenAI request as the gateway sees it: the fields the gateway needs are read and
-checked, and nothing more; every other field (tools, response_format, logprobs, images, …)
-reaches the backend untouched.
+"""The request as the gateway sees it, whichever API the client speaks: the fields the gateway
+needs are read and checked, and nothing more; every other field (tools, response_format,
+logprobs, images, …) reaches the backend untouched.
+
+Each endpoint the gateway forwards is a row of :data:`SPECS`: which field carries the prompt,
+whether the request generates tokens and occupies a slot, which field caps its output. The
+surfaces (``gateway/surfaces/``) parse with :func:`parse` and the steps below read only the
+:class:`ParsedRequest` it returns.
 """
 
 from __future__ import annotations
@@ -14,23 +19,80 @@ import msgspec
 from gateway.errors import InvalidRequest
 from gateway.units import parse_duration
 
+__all__ = ["Endpoint", "EndpointSpec", "ParsedRequest", "parse"]
+
 
 class Endpoint(StrEnum):
+    """A backend route, by the path the gateway sends it to."""
+
     CHAT = "/v1/chat/completions"
     COMPLETIONS = "/v1/completions"
     EMBEDDINGS = "/v1/embeddings"
+    RESPONSES = "/v1/responses"
+    RESPONSES_INPUT_TOKENS = "/v1/responses/input_tokens"
+    MESSAGES = "/v1/messages"
+    MESSAGES_COUNT_TOKENS = "/v1/messages/count_tokens"
+    RERANK = "/v1/rerank"
+    COMPLETION = "/completion"
+    INFILL = "/infill"
+    EMBEDDING = "/embedding"
+    TOKENIZE = "/tokenize"
+    DETOKENIZE = "/detokenize"
+    APPLY_TEMPLATE = "/apply-template"
 
+
+@dataclass(frozen=True, slots=True)
+class EndpointSpec:
+    #: The required field that carries the prompt (``None``: none is required).
+    prompt: str | None
+    #: Other fields whose text reaches the prompt (a system prompt, documents to rank).
+    context: tuple[str, ...] = ()
+    #: It generates tokens (so its estimate adds the completion's).
+    generates: bool = True
+    #: It occupies a slot while it runs (so it takes a lease); tokenizing does not.
+    takes_slot: bool = True
+    streams: bool = True
+    #: Fields that cap the completion, the later winning.
+    max_tokens: tuple[str, ...] = ("max_tokens",)
+    #: The body must name its model; llama.cpp's native routes may leave it out when one
+    #: model is served (as llama-server's own router mode allows).
+    model_required: bool = True
+
+
+_NO_SLOT = {"generates": False, "takes_slot": False, "streams": False, "max_tokens": ()}
+_NATIVE = {"model_required": False}
+
+SPECS: dict[Endpoint, EndpointSpec] = {
+    Endpoint.CHAT: EndpointSpec("messages", max_tokens=("max_tokens", "max_completion_tokens")),
+    Endpoint.COMPLETIONS: EndpointSpec("prompt"),
+    Endpoint.EMBEDDINGS: EndpointSpec("input", generates=False, streams=False, max_tokens=()),
+    Endpoint.RESPONSES: EndpointSpec(
+        "input", context=("instructions",), max_tokens=("max_output_tokens",)
+    ),
+    Endpoint.RESPONSES_INPUT_TOKENS: EndpointSpec("input", ("instructions",), **_NO_SLOT),
+    Endpoint.MESSAGES: EndpointSpec("messages", context=("system",)),
+    Endpoint.MESSAGES_COUNT_TOKENS: EndpointSpec("messages", ("system",), **_NO_SLOT),
+    Endpoint.RERANK: EndpointSpec(
+        "query", ("documents",), generates=False, streams=False, max_tokens=(), **_NATIVE
+    ),
+    Endpoint.COMPLETION: EndpointSpec("prompt", max_tokens=("n_predict", "max_tokens"), **_NATIVE),
+    Endpoint.INFILL: EndpointSpec(
+        None, ("input_prefix", "input_suffix", "prompt"), max_tokens=("n_predict",), **_NATIVE
+    ),
+    Endpoint.EMBEDDING: EndpointSpec(
+        "content", generates=False, streams=False, max_tokens=(), **_NATIVE
+    ),
+    Endpoint.TOKENIZE: EndpointSpec("content", **_NO_SLOT, **_NATIVE),
+    Endpoint.DETOKENIZE: EndpointSpec("tokens", **_NO_SLOT, **_NATIVE),
+    Endpoint.APPLY_TEMPLATE: EndpointSpec("messages", **_NO_SLOT, **_NATIVE),
+}
 
 #: Typical bytes per token of English text under BPE vocabularies; only for estimates.
 BYTES_PER_TOKEN = 4
 #: Completion tokens assumed when a request sets no ``max_tokens``.
 DEFAULT_COMPLETION_ESTIMATE = 256
-
-_REQUIRED = {
-    Endpoint.CHAT: "messages",
-    Endpoint.COMPLETIONS: "prompt",
-    Endpoint.EMBEDDINGS: "input",
-}
+#: The endpoints whose streams end in OpenAI's ``[DONE]`` and carry usage only on request.
+_OPENAI_STREAMS = (Endpoint.CHAT, Endpoint.COMPLETIONS)
 
 
 @dataclass(slots=True)
@@ -47,10 +109,14 @@ class ParsedRequest:
     #: ``math.inf`` for -1); ``None``: the model's own. Not forwarded.
     keep_alive: float | None = None
 
+    @property
+    def spec(self) -> EndpointSpec:
+        return SPECS[self.endpoint]
+
     def upstream_body(self) -> bytes:
-        """What the backend receives: the client's bytes, unless a stream must be asked for
-        usage (so that every request is accounted) — then re-encoded once."""
-        if not self.stream or self.wants_usage:
+        """What the backend receives: the client's bytes, unless an OpenAI stream must be
+        asked for usage (so that every request is accounted) — then re-encoded once."""
+        if not self.stream or self.wants_usage or self.endpoint not in _OPENAI_STREAMS:
             return self.raw
         body = dict(self.body)
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
@@ -58,19 +124,21 @@ class ParsedRequest:
 
     def prompt_size(self) -> int:
         """Bytes of prompt text: an upper bound on its tokens, before any chat template."""
-        source = self.body.get(_REQUIRED[self.endpoint])
-        return len(msgspec.json.encode(source))
+        spec = self.spec
+        fields = (spec.prompt, *spec.context) if spec.prompt else spec.context
+        return sum(len(msgspec.json.encode(self.body[f])) for f in fields if f in self.body)
 
     def estimated_tokens(self) -> int:
         """Tokens this request will likely cost, before it runs: what token limits charge
         and fair queueing weighs (corrected with the real count afterwards)."""
         prompt = self.prompt_size() // BYTES_PER_TOKEN
-        if self.endpoint is Endpoint.EMBEDDINGS:
+        if not self.spec.generates:
             return prompt
         return prompt + (self.max_tokens or DEFAULT_COMPLETION_ESTIMATE)
 
 
-def parse(endpoint: Endpoint, raw: bytes) -> ParsedRequest:
+def decode_body(raw: bytes) -> dict[str, Any]:
+    """A request body as a JSON object, or :class:`InvalidRequest`."""
     try:
         body = msgspec.json.decode(raw)
     except msgspec.DecodeError:
@@ -78,23 +146,34 @@ def parse(endpoint: Endpoint, raw: bytes) -> ParsedRequest:
             "We could not parse the JSON body of your request. (HINT: This likely means you "
             "aren't using your HTTP library correctly.)"
         ) from None
+    except RecursionError:  # msgspec's decoder has a depth limit of its own
+        raise InvalidRequest("The JSON body of your request is nested too deeply.") from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
+    return body
 
+
+def parse(endpoint: Endpoint, raw: bytes, *, default_model: str | None = None) -> ParsedRequest:
+    """Read and check ``raw`` for ``endpoint``. ``default_model``: the model when the body
+    names none and the endpoint allows that (the surface's ``?model=`` or the only one)."""
+    spec = SPECS[endpoint]
+    body = decode_body(raw)
     model = body.get("model")
+    if model is None and not spec.model_required:
+        model = default_model
     if not isinstance(model, str) or not model:
         raise InvalidRequest("you must provide a model parameter", param="model")
 
-    field = _REQUIRED[endpoint]
-    if field not in body:
-        raise InvalidRequest(f"Missing required parameter: '{field}'.", param=field)
-    _check_field(endpoint, body[field])
+    if spec.prompt is not None:
+        if spec.prompt not in body:
+            raise InvalidRequest(f"Missing required parameter: '{spec.prompt}'.", param=spec.prompt)
+        _check_prompt(spec.prompt, body[spec.prompt])
 
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise _type_error("stream", "a boolean", stream)
-    if stream and endpoint is Endpoint.EMBEDDINGS:
-        raise InvalidRequest("Embeddings cannot be streamed.", param="stream")
+    if stream and not spec.streams:
+        raise InvalidRequest(f"{endpoint} cannot be streamed.", param="stream")
 
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
@@ -102,9 +181,9 @@ def parse(endpoint: Endpoint, raw: bytes) -> ParsedRequest:
     wants_usage = bool(options and options.get("include_usage"))
 
     max_tokens = None
-    for name in ("max_tokens", "max_completion_tokens"):  # the newer name wins
+    for name in spec.max_tokens:  # the later name wins
         value = body.get(name)
-        if value is None:
+        if value is None or (name == "n_predict" and value == -1):  # -1: until the end
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise InvalidRequest(
@@ -130,8 +209,8 @@ def _keep_alive(value: Any) -> float:
         ) from None
 
 
-def _check_field(endpoint: Endpoint, value: Any) -> None:
-    if endpoint is Endpoint.CHAT:
+def _check_prompt(field: str, value: Any) -> None:
+    if field == "messages":
         if not isinstance(value, list) or not value:
             raise _type_error("messages", "a non-empty array", value)
         for i, message in enumerate(value):
@@ -140,11 +219,14 @@ def _check_field(endpoint: Endpoint, value: Any) -> None:
                     f"Invalid 'messages[{i}]': expected an object with a string 'role'.",
                     param=f"messages[{i}]",
                 )
-    elif endpoint is Endpoint.COMPLETIONS:
-        if not (isinstance(value, str) or (isinstance(value, list) and value)):
-            raise _type_error("prompt", "a string or a non-empty array", value)
+    elif field == "query":
+        if not isinstance(value, str):
+            raise _type_error(field, "a string", value)
+    elif field == "tokens":
+        if not isinstance(value, list):
+            raise _type_error(field, "an array", value)
     elif not (isinstance(value, str) or (isinstance(value, list) and value)):
-        raise _type_error("input", "a string or a non-empty array", value)
+        raise _type_error(field, "a string or a non-empty array", value)
 
 
 def _type_error(param: str, expected: str, got: Any) -> InvalidRequest:

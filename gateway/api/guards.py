@@ -1,7 +1,8 @@
 """Who may call what.
 
-- The API routes: every request carries an API key, unless the gateway was started with
-  ``--no-auth``; the key found is left on ``request.state.api_key``.
+- The API routes: every request carries an API key (``Authorization: Bearer``, or
+  Anthropic's ``x-api-key``), unless the gateway was started with ``--no-auth``; the key
+  found is left on ``request.state.api_key``.
 - ``/metrics``: the metrics token as a Bearer, when one is set (Prometheus'
   ``authorization`` scrape setting sends it).
 - ``/runners``, and the details of ``/ready``: the admin token, when one is set — they show
@@ -37,8 +38,12 @@ async def require_api_key(connection: ASGIConnection, _: BaseRouteHandler) -> No
     if authenticator is None:
         connection.state.api_key = ANONYMOUS
         return
+    header = connection.headers.get("authorization")
+    api_key = connection.headers.get("x-api-key")
+    if header is None and api_key:  # Anthropic's clients send their key so
+        header = f"Bearer {api_key}"
     with telemetry.phase("auth"):
-        key = await authenticator.authenticate(connection.headers.get("authorization"))
+        key = await authenticator.authenticate(header)
     connection.state.api_key = key
     connection.state.key = key.name
 

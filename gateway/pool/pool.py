@@ -84,6 +84,10 @@ class Pool:
             return model
         raise ModelNotFound(f"The model '{name}' does not exist", param="model")
 
+    def known_models(self) -> set[str]:
+        """Every model id a request may name: served now, or declared to load on demand."""
+        return self._seen | self._expected
+
     def label_for(self, name: str) -> str:
         """``name`` as a metrics label: the model it means, or "unknown" (labels stay bounded)."""
         try:
@@ -160,14 +164,3 @@ class Pool:
                 await asyncio.wait_for(self._wake.wait(), self.probe_interval)
             except TimeoutError:
                 pass
-
-    async def wait_ready(self, timeout: float) -> bool:
-        """Probe until some backend is ready (used at start-up); False on timeout."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            await self.probe_all()
-            if self.any_ready:
-                return True
-            await asyncio.sleep(0.2)
-        return False

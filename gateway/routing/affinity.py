@@ -4,14 +4,14 @@ after the response.
 
 The steps around one request, keyed by its lease:
 
-1. :meth:`AffinityRouter.lookup_command` — the request's fingerprint chain and the lookup of
+1. :meth:`AffinityRouter.lookup` — the request's fingerprint chain and the lookup of
    the longest match per backend, queued on the limits check's round trip; then
    :meth:`AffinityRouter.snapshot` — that and the slots known busy: a frozen
    :class:`Snapshot`.
-2. :meth:`AffinityRouter.place` — admission granted a lease: count hit, miss or spill and,
+2. :meth:`AffinityRouter.placed` — admission granted a lease: count hit, miss or spill and,
    with ``pin_slots``, pin the matching slot if it is surely idle; :meth:`body` then carries
    ``id_slot``.
-3. :meth:`AffinityRouter.closing_command` — after the last byte: the request's chain → the
+3. :meth:`AffinityRouter.record` — after the last byte: the request's chain → the
    backend (and slot), queued on the round trip that gives the lease back
    (:meth:`record_after` instead, when the served slot must be read from ``/slots`` first). A
    non-streamed answer, decoded anyway for its usage, is recorded too (:meth:`answered`), so
@@ -26,20 +26,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from redis.asyncio.client import Pipeline
 
 from gateway.errors import GatewayError
 from gateway.pool.backend import Backend
 from gateway.requests import ParsedRequest
 from gateway.routing.fingerprint import Chain, answered_chain, request_chain
+from gateway.routing.hooks import RoutingHooks
 from gateway.routing.policies import Snapshot, outcome
 from gateway.store.affinity import UNKNOWN_SLOT, AffinityStore, Match
+from gateway.store.commands import Command
 from gateway.telemetry.metrics import Metrics
+from gateway.usage import Usage
 
 #: A request's prefix chain and, per backend URL, its longest recorded match.
 Lookup = tuple[Chain, dict[str, Match]]
@@ -61,7 +63,7 @@ class Route:
     answer: Any = None
 
 
-class AffinityRouter:
+class AffinityRouter(RoutingHooks):
     def __init__(self, store: AffinityStore, metrics: Metrics, *, pin_slots: bool = False) -> None:
         self.store = store
         self.metrics = metrics
@@ -71,19 +73,11 @@ class AffinityRouter:
         self._pinned: Counter[tuple[Backend, int]] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def lookup_command(
-        self, pipe: Pipeline, request: ParsedRequest, model: str
-    ) -> Callable[[list[Any]], Lookup]:
-        """Queue the lookup of where ``request``'s prefix is cached on ``pipe``, so that it
-        rides on the limits check's round trip; returns what turns its replies into the
-        :data:`Lookup` for :meth:`snapshot`."""
+    def lookup(self, request: ParsedRequest, model: str) -> Command[Lookup]:
+        """Where ``request``'s prefix is cached, as a command that rides on the limits
+        check's round trip; its result is the :data:`Lookup` for :meth:`snapshot`."""
         chain = request_chain(request.endpoint, request.body)
-        matches = self.store.lookup_command(pipe, model, chain.entries, chain.depths)
-        return lambda replies: (chain, matches(replies))
-
-    async def _lookup(self, request: ParsedRequest, model: str) -> Lookup:
-        chain = request_chain(request.endpoint, request.body)
-        return chain, await self.store.lookup(model, chain.entries, chain.depths)
+        return self.store.lookup(model, chain.entries, chain.depths).then(lambda m: (chain, m))
 
     async def snapshot(
         self,
@@ -93,7 +87,7 @@ class AffinityRouter:
         inflight: Mapping[Backend, int],
         lookup: Lookup | None = None,
     ) -> Snapshot:
-        chain, found = lookup if lookup is not None else await self._lookup(request, model)
+        chain, found = lookup if lookup is not None else await self.lookup(request, model)
         matches = {b: _still_held(b, found[b.url]) for b in candidates if b.url in found}
         pinned = Counter(b for b, _ in self._pinned.elements())
         return Snapshot(
@@ -104,7 +98,7 @@ class AffinityRouter:
             chain=chain,
         )
 
-    def place(self, request: ParsedRequest, model: str, snapshot: Snapshot, lease: Any) -> None:
+    def placed(self, request: ParsedRequest, model: str, snapshot: Snapshot, lease: Any) -> None:
         """``lease`` was granted for ``request``: count the outcome, pin the slot if allowed."""
         backend: Backend = lease.backend
         self.metrics.affinity_decisions.labels(model, outcome(snapshot, backend)).inc()
@@ -123,7 +117,7 @@ class AffinityRouter:
             return body
         return msgspec.json.encode({**msgspec.json.decode(body), "id_slot": route.slot})
 
-    def pinned_slot(self, lease: Any) -> int | None:
+    def slot(self, lease: Any) -> int | None:
         """The slot ``lease``'s request was pinned to, for logs and traces; ``None``: none."""
         route = self._routes.get(lease)
         return route.slot if route is not None else None
@@ -140,13 +134,12 @@ class AffinityRouter:
         if route is not None:
             self._unpin(route)
 
-    def closing_command(
-        self, lease: Any, usage: Mapping[str, Any] | None
-    ) -> Callable[[Pipeline], Callable[[list[Any]], None]] | None:
-        """The record of ``lease``'s route as a command for the pipeline that gives the lease
-        back, so recording costs no round trip of its own. ``None`` when the record has to
-        wait for the close instead (with ``pin_slots``, the slot llama-server chose is read
-        from ``/slots`` first): :meth:`record_after` does it then."""
+    def record(self, lease: Any, usage: Usage | None) -> Command[None] | None:
+        """The record of ``lease``'s route as a command for the round trip that gives the
+        lease back, so recording costs no round trip of its own. ``None`` when there is
+        nothing to record, or when the record has to wait for the close instead (with
+        ``pin_slots``, the slot llama-server chose is read from ``/slots`` first):
+        :meth:`record_after` does it then."""
         route = self._routes.get(lease)
         if route is None or (usage and route.slot is None and self.pin_slots):
             return None
@@ -156,17 +149,9 @@ class AffinityRouter:
             return None  # no complete answer: do not claim the backend holds it
         chain, held = self._recorded(route, usage)
         slot = UNKNOWN_SLOT if route.slot is None else route.slot
+        return self.store.record(route.model, chain.entries, route.backend.url, slot, held)
 
-        def queue(pipe: Pipeline) -> Callable[[list[Any]], None]:
-            return self.store.record_command(
-                pipe, route.model, chain.entries, route.backend.url, slot, held
-            )
-
-        return queue
-
-    def record_after(
-        self, lease: Any, closing: asyncio.Future[Any], usage: Mapping[str, Any] | None
-    ) -> None:
+    def record_after(self, lease: Any, closing: asyncio.Future[Any], usage: Usage | None) -> None:
         """Record ``lease``'s route once ``closing`` (release and accounting) is done — after
         the last byte. ``usage``: the response's; without it nothing is recorded."""
         route = self._routes.pop(lease, None)
@@ -177,17 +162,18 @@ class AffinityRouter:
         task.add_done_callback(self._tasks.discard)
 
     async def _record_when(
-        self, route: Route, closing: asyncio.Future[Any], usage: Mapping[str, Any] | None
+        self, route: Route, closing: asyncio.Future[Any], usage: Usage | None
     ) -> None:
         await asyncio.wait([closing])  # however it ended; the accountant logs its failures
         self._unpin(route)
         try:
-            await self.record(route, usage)
+            await self._record_found_slot(route, usage)
         except Exception:
             log.exception("recording affinity failed")
 
-    async def record(self, route: Route, usage: Mapping[str, Any] | None) -> None:
-        """The backend now holds the request's prefix (and the answer, if decoded)."""
+    async def _record_found_slot(self, route: Route, usage: Usage | None) -> None:
+        """The backend now holds the request's prefix (and the answer, if decoded), in the
+        slot ``/slots`` shows holding it."""
         if not usage:
             return  # no complete answer: do not claim the backend holds it
         chain, held = self._recorded(route, usage)
@@ -200,14 +186,14 @@ class AffinityRouter:
     # -- steps ------------------------------------------------------------------------------
 
     @staticmethod
-    def _recorded(route: Route, usage: Mapping[str, Any]) -> tuple[Chain, int]:
+    def _recorded(route: Route, usage: Usage) -> tuple[Chain, int]:
         """The chain to record — with the answer when it was decoded — and the tokens the
         slot held after the request (its prompt and all but the last generated token)."""
         request = route.request
         chain = None
         if route.answer is not None:
             chain = answered_chain(request.endpoint, request.body, route.answer)
-        held = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0) - 1
+        held = usage.total - 1
         return chain or route.chain, held
 
     def _unpin(self, route: Route) -> None:

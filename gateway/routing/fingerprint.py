@@ -45,9 +45,6 @@ class Chain:
         """What the whole chain covers (0 for an empty chain)."""
         return self.depths[-1] if self.depths else 0
 
-    def depth_of(self, entry: str) -> int:
-        return self.depths[self.entries.index(entry)]
-
 
 def chat_chain(body: Mapping[str, Any], answer: Mapping[str, Any] | None = None) -> Chain:
     """The chain of a chat request's ``messages`` (and of ``answer``, the assistant message
@@ -76,12 +73,29 @@ def text_chain(prompt: Any, answer: str = "") -> Chain:
 
 
 def request_chain(endpoint: str, body: Mapping[str, Any]) -> Chain:
-    """The chain of a request as it arrives: chat or raw prompt, by endpoint."""
+    """The chain of a request as it arrives: a conversation (chat, Anthropic Messages,
+    Responses) or a raw prompt (completions, llama.cpp's ``/completion``), by endpoint."""
     if endpoint.endswith("/chat/completions"):
         return chat_chain(body)
-    if endpoint.endswith("/completions"):
+    if endpoint == "/v1/messages":
+        return chat_chain({**body, "messages": _with_system(body.get("system"), body)})
+    if endpoint == "/v1/responses":
+        return chat_chain({**body, "messages": _responses_messages(body)})
+    if endpoint.endswith("/completions") or endpoint == "/completion":
         return text_chain(body.get("prompt"))
     return Chain()
+
+
+def _with_system(system: Any, body: Mapping[str, Any]) -> list[Any]:
+    messages = list(body.get("messages") or ())
+    return [{"role": "system", "content": system}, *messages] if system else messages
+
+
+def _responses_messages(body: Mapping[str, Any]) -> list[Any]:
+    """A Responses request's ``input`` (a string, or items) as the conversation it is."""
+    given = body.get("input")
+    items = [{"role": "user", "content": given}] if isinstance(given, str) else list(given or ())
+    return _with_system(body.get("instructions"), {"messages": items})
 
 
 def answered_chain(endpoint: str, body: Mapping[str, Any], response: Any) -> Chain | None:

@@ -15,16 +15,15 @@ and requests are routed by load alone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from gateway.store import keys
-from gateway.store.connection import queue_script, script
+from gateway.store.commands import Command
+from gateway.store.connection import script
 
 log = logging.getLogger(__name__)
 
@@ -50,74 +49,36 @@ class AffinityStore:
             raise ValueError("max_entries must be at least 1")
         self.ttl = ttl
         self.max_entries = max_entries
+        self.redis = redis
         self._record = redis.register_script(script("affinity_record.lua"))
         self._lookup = redis.register_script(script("affinity_lookup.lua"))
 
-    async def lookup(
+    def lookup(
         self, model: str, entries: Sequence[str], depths: Sequence[int]
-    ) -> dict[str, Match]:
+    ) -> Command[dict[str, Match]]:
         """Backend → its longest recorded match of the chain ``entries`` (each covering the
-        ``depths`` at the same index); empty when none, or when the store is unreachable."""
+        ``depths`` at the same index); empty when none, or when the store is unreachable
+        (then requests are routed by load)."""
         if not entries:
-            return {}
-        try:
-            reply = await self._lookup(
-                keys=[keys.affinity_entry(model, e) for e in entries], args=list(depths)
-            )
-        except redis_errors.RedisError as exc:
-            reply = exc
-        return _matches(reply)
+            return Command.nothing(self.redis, {})
+        keys_ = [keys.affinity_entry(model, e) for e in entries]
+        return Command(self.redis, self._lookup, keys_, list(depths), _matches)
 
-    def lookup_command(
-        self, pipe: Pipeline, model: str, entries: Sequence[str], depths: Sequence[int]
-    ) -> Callable[[list[Any]], dict[str, Match]]:
-        """Queue :meth:`lookup` on ``pipe`` (sent with the limits check: one round trip);
-        returns what turns its replies into the matches."""
-        if not entries:
-            return lambda replies: {}
-        queue_script(pipe, self._lookup, [keys.affinity_entry(model, e) for e in entries], depths)
-        return lambda replies: _matches(replies[0])
-
-    async def record(
+    def record(
         self,
         model: str,
         entries: Sequence[str],
         backend: str,
         slot: int = UNKNOWN_SLOT,
         held: int = 0,
-    ) -> None:
+    ) -> Command[None]:
         """``backend`` (and ``slot``, then holding ``held`` tokens) now holds every prefix of
         the chain ``entries``. Give ``max_entries`` room for whole chains: entries recorded
-        together age together."""
+        together age together. A failed record is logged: the answer has been sent."""
         if not entries:
-            return
+            return Command.nothing(self.redis, None)
         keys_, args = self._record_call(model, entries, backend, slot, held)
-        try:
-            await self._record(keys=keys_, args=args)
-        except redis_errors.RedisError as exc:
-            log.warning("affinity record dropped: %s", exc)
-
-    def record_command(
-        self,
-        pipe: Pipeline,
-        model: str,
-        entries: Sequence[str],
-        backend: str,
-        slot: int = UNKNOWN_SLOT,
-        held: int = 0,
-    ) -> Callable[[list[Any]], None]:
-        """Queue :meth:`record` on ``pipe`` (sent with the lease's release: one round trip);
-        returns what to do with its replies."""
-        if not entries:
-            return lambda replies: None
-        keys_, args = self._record_call(model, entries, backend, slot, held)
-        queue_script(pipe, self._record, keys_, args)
-
-        def handle(replies: list[Any]) -> None:
-            if replies and isinstance(replies[0], Exception):
-                log.warning("affinity record dropped: %s", replies[0])
-
-        return handle
+        return Command(self.redis, self._record, keys_, args, _recorded)
 
     def _record_call(
         self, model: str, entries: Sequence[str], backend: str, slot: int, held: int
@@ -145,3 +106,8 @@ def _matches(reply: list[Any] | Exception) -> dict[str, Match]:
         slot, _, held = reply[i + 2].decode().partition(":")
         found[reply[i].decode()] = Match(int(reply[i + 1]), int(slot), int(held or 0))
     return found
+
+
+def _recorded(reply: Any) -> None:
+    if isinstance(reply, Exception):
+        log.warning("affinity record dropped: %s", reply)

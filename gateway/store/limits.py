@@ -21,25 +21,28 @@ it settles. **In-flight requests** are a ZSET of request ids with an expiry, ren
 replica that dies between ``admit`` and ``settle`` holds a key's concurrency for at most
 ``concurrency_ttl`` seconds. Time is Redis's own (``TIME`` inside the scripts).
 
-Round trips: ``admit`` one (none for a key without limits); ``settle`` one, or none of its own
-when queued with :meth:`Limiter.settle_command` on the caller's pipeline; ``renew`` one.
+Each operation is a :class:`~gateway.store.commands.Command`: awaited alone it is one round
+trip (none for a key without limits); the request path sends ``admit`` beside the affinity
+lookup and ``settle`` beside the lease's release, one round trip each.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import secrets
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from gateway.errors import RateLimited
 from gateway.store import keys
 from gateway.store.apikeys import ApiKey
-from gateway.store.connection import queue_script, reachable, script
+from gateway.store.commands import Command
+from gateway.store.connection import reachable, script
+
+log = logging.getLogger(__name__)
 
 
 class Window(msgspec.Struct, frozen=True):
@@ -85,98 +88,51 @@ class Limiter:
         if concurrency_ttl <= 0:
             raise ValueError("concurrency_ttl must be positive")
         self.concurrency_ttl = concurrency_ttl
+        self.redis = redis
         lib = script("limits_lib.lua")
         self._admit = redis.register_script(lib + script("limits_admit.lua"))
         self._settle = redis.register_script(lib + script("limits_settle.lua"))
         self._renew = redis.register_script(lib + script("limits_renew.lua"))
 
-    async def admit(self, key: ApiKey, estimated_tokens: int) -> LimitState:
-        """Check and charge every limit of ``key`` at once, or raise :class:`RateLimited`."""
+    def admit(self, key: ApiKey, estimated_tokens: int) -> Command[LimitState]:
+        """Check and charge every limit of ``key`` at once; the command's result is the
+        :class:`LimitState`, or it raises :class:`RateLimited` (``Unavailable`` when the
+        store cannot be reached). Nothing is sent for a key without limits."""
         if estimated_tokens < 0:
             raise ValueError("estimated_tokens must not be negative")
         if not key.has_limits:
-            return LimitState(estimated_tokens=estimated_tokens)
-        with reachable("limit store"):
-            reply = await self._admit(
-                keys=self._admit_keys(key), args=self._admit_args(key, estimated_tokens)
-            )
-        return self._admitted(key, estimated_tokens, reply)
+            return Command.nothing(self.redis, LimitState(estimated_tokens=estimated_tokens))
 
-    def admit_command(
-        self, pipeline: Pipeline, key: ApiKey, estimated_tokens: int
-    ) -> Callable[[list[Any]], LimitState]:
-        """Queue :meth:`admit` on ``pipeline`` (like :meth:`settle_command`), to
-        go with the caller's own commands; returns what turns its replies into the
-        :class:`LimitState` — or raises :class:`RateLimited`, or ``Unavailable`` when the
-        store could not be reached. Nothing is queued for a key without limits."""
-        if estimated_tokens < 0:
-            raise ValueError("estimated_tokens must not be negative")
-        if not key.has_limits:
-            return lambda replies: LimitState(estimated_tokens=estimated_tokens)
-        queue_script(
-            pipeline, self._admit, self._admit_keys(key), self._admit_args(key, estimated_tokens)
-        )
+        def admitted(reply: Any) -> LimitState:
+            _raise_unreachable(reply)
+            return self._admitted(key, estimated_tokens, reply)
 
-        def admitted(replies: list[Any]) -> LimitState:
-            if isinstance(replies[0], Exception):
-                with reachable("limit store"):
-                    raise replies[0]
-            return self._admitted(key, estimated_tokens, replies[0])
+        args = self._admit_args(key, estimated_tokens)
+        return Command(self.redis, self._admit, self._admit_keys(key), args, admitted)
 
-        return admitted
-
-    async def settle(
+    def settle(
         self, key: ApiKey, estimated_tokens: int, actual_tokens: int, *, request_id: str | None
-    ) -> None:
+    ) -> Command[bool]:
         """Correct tpm and budgets from the estimate to ``actual_tokens`` and free the
-        request's place among those in flight."""
+        request's place among those in flight. Its result: whether it was settled; a
+        store that cannot be reached is logged, not raised — the answer has been sent."""
         if request_id is None:
-            return
-        with reachable("limit store"):
-            await self._settle(
-                keys=self._settle_keys(key),
-                args=self._settle_args(key, estimated_tokens, actual_tokens, request_id),
-            )
+            return Command.nothing(self.redis, True)
+        args = self._settle_args(key, estimated_tokens, actual_tokens, request_id)
+        return Command(self.redis, self._settle, self._settle_keys(key), args, _settled)
 
-    def settle_command(
-        self,
-        pipeline: Pipeline,
-        key: ApiKey,
-        estimated_tokens: int,
-        actual_tokens: int,
-        *,
-        request_id: str | None,
-    ) -> None:
-        """Queue :meth:`settle` on ``pipeline``, to go with the caller's own commands (run
-        it with ``connection.execute``). Nothing is queued when ``request_id`` is ``None``."""
-        if request_id is None:
-            return
-        queue_script(
-            pipeline,
-            self._settle,
-            self._settle_keys(key),
-            self._settle_args(key, estimated_tokens, actual_tokens, request_id),
-        )
-
-    async def renew(self, key: ApiKey, request_id: str | None) -> bool:
+    def renew(self, key: ApiKey, request_id: str | None) -> Command[bool]:
         """Keep a long request counted in flight for another ``concurrency_ttl`` seconds;
         ``False`` if it was no longer counted (settled, or expired and purged)."""
         if request_id is None or key.max_concurrency is None:
-            return False
-        with reachable("limit store"):
-            return bool(
-                await self._renew(
-                    keys=[keys.limit(key.id, "conc")], args=[request_id, self._ttl_ms]
-                )
-            )
+            return Command.nothing(self.redis, False)
 
-    def renew_command(self, pipeline: Pipeline, key: ApiKey, request_id: str | None) -> None:
-        """Queue :meth:`renew` on ``pipeline`` (like :meth:`settle_command`)."""
-        if request_id is None or key.max_concurrency is None:
-            return
-        queue_script(
-            pipeline, self._renew, [keys.limit(key.id, "conc")], [request_id, self._ttl_ms]
-        )
+        def renewed(reply: Any) -> bool:
+            _raise_unreachable(reply)
+            return bool(reply)
+
+        keys_ = [keys.limit(key.id, "conc")]
+        return Command(self.redis, self._renew, keys_, [request_id, self._ttl_ms], renewed)
 
     # -- steps -----------------------------------------------------------------------------
     @property
@@ -301,3 +257,16 @@ def _window(limit: int | None, remaining: int, reset_ms: int) -> Window | None:
 
 def _budget(limit: int | None, used: int, reset_ms: int) -> Window | None:
     return None if limit is None else Window(limit, max(0, limit - used), reset_ms / 1000)
+
+
+def _raise_unreachable(reply: Any) -> None:
+    if isinstance(reply, Exception):
+        with reachable("limit store"):
+            raise reply
+
+
+def _settled(reply: Any) -> bool:
+    if isinstance(reply, Exception):
+        log.warning("settling a request's limits failed: %s", reply)
+        return False
+    return True

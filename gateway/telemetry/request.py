@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from gateway.telemetry.tracing import Tracing
+from gateway.usage import Usage
 
 __all__ = ["Recorder", "RequestTelemetry", "RequestTelemetryMiddleware"]
 
@@ -29,7 +30,29 @@ _OPERATIONS = {
     "/v1/chat/completions": "chat",
     "/v1/completions": "text_completion",
     "/v1/embeddings": "embeddings",
+    "/v1/responses": "chat",
+    "/v1/messages": "chat",
+    "/completion": "text_completion",
+    "/infill": "text_completion",
+    "/embedding": "embeddings",
+    "/api/chat": "chat",
+    "/api/generate": "text_completion",
+    "/api/embed": "embeddings",
+    "/api/embeddings": "embeddings",
 }
+#: The paths of the APIs clients speak: each request on them gets a log line and a span.
+API_PATHS = (
+    "/v1/",
+    "/api/",
+    "/completion",
+    "/infill",
+    "/embedding",
+    "/tokenize",
+    "/detokenize",
+    "/apply-template",
+    "/rerank",
+    "/reranking",
+)
 
 request_log = logging.getLogger("gateway.requests")
 
@@ -97,7 +120,7 @@ class RequestTelemetry:
         #: HTTP status is used when the request path set none.
         self.status: int | None = None
         self.http_status: int | None = None
-        self.usage: dict[str, Any] = {}
+        self.usage: Usage | None = None
         self.finish_reasons: list[str] = []
         self.first_byte_at: float | None = None
         self._holds = 1
@@ -189,14 +212,14 @@ class RequestTelemetry:
         model: str,
         key: str,
         backend: str,
-        usage: dict[str, Any] | None,
+        usage: Usage | None,
         finish_reasons: list[str],
         first_byte_at: float | None,
         response_model: str | None = None,
     ) -> None:
         """The exchange ended (complete or not) and is accounted."""
         self.status, self.model, self.key, self.backend = status, model, key, backend
-        self.usage = usage or {}
+        self.usage = usage
         self.finish_reasons = list(finish_reasons)
         self.first_byte_at = first_byte_at
         if self._upstream is not None:
@@ -217,10 +240,9 @@ class RequestTelemetry:
     def _usage_attributes(self, response_model: str) -> dict[str, Any]:
         usage = self.usage
         attributes: dict[str, Any] = {"gen_ai.response.model": response_model}
-        if "prompt_tokens" in usage:
-            attributes["gen_ai.usage.input_tokens"] = int(usage["prompt_tokens"] or 0)
-        if "completion_tokens" in usage:
-            attributes["gen_ai.usage.output_tokens"] = int(usage["completion_tokens"] or 0)
+        if usage is not None:
+            attributes["gen_ai.usage.input_tokens"] = usage.prompt
+            attributes["gen_ai.usage.output_tokens"] = usage.completion
         attributes["llama_gateway.cached_tokens"] = self.cached_tokens
         if self.finish_reasons:
             attributes["gen_ai.response.finish_reasons"] = self.finish_reasons
@@ -232,8 +254,7 @@ class RequestTelemetry:
 
     @property
     def cached_tokens(self) -> int:
-        details = self.usage.get("prompt_tokens_details") or {}
-        return int(details.get("cached_tokens") or 0)
+        return self.usage.cached if self.usage is not None else 0
 
     def _finish(self) -> None:
         now = self.clock()
@@ -253,8 +274,8 @@ class RequestTelemetry:
             "backend": self.backend,
             "slot": self.slot,
             "status": status,
-            "prompt_tokens": int(self.usage.get("prompt_tokens") or 0),
-            "completion_tokens": int(self.usage.get("completion_tokens") or 0),
+            "prompt_tokens": self.usage.prompt if self.usage is not None else 0,
+            "completion_tokens": self.usage.completion if self.usage is not None else 0,
             "cached_tokens": self.cached_tokens,
             "finish_reasons": self.finish_reasons or None,
             "queue_ms": _ms(self.phases.get("queue")),
@@ -277,7 +298,7 @@ class RequestTelemetryMiddleware:
         app: Callable[..., Any],
         *,
         tracing: Tracing,
-        paths: tuple[str, ...] = ("/v1/",),
+        paths: tuple[str, ...] = API_PATHS,
         clock: Callable[[], float] = time.monotonic,
         recorder: Recorder | None = None,
     ) -> None:

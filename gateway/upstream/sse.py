@@ -1,57 +1,36 @@
 """Relay a backend's server-sent events to the client as they arrive.
 
 The bytes pass through as the network delivers them, cut only at event boundaries; no event
-is decoded except the few that carry ``"usage"`` (the last ones of a stream) or an error.
-That is how the gateway accounts every stream without per-chunk JSON work, and how it drops
-the usage chunk it asked for on behalf of a client that did not.
+is decoded except the few that carry usage, the end of the answer or an error — which ones,
+the answer's format says (``formats.py``). That is how the gateway accounts every stream
+without per-chunk JSON work, and how it drops the usage chunk it asked for on behalf of a
+client that did not.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
-
-import msgspec
+from collections.abc import AsyncIterator, Callable
 
 from gateway.errors import GatewayError
 from gateway.upstream.client import UpstreamResponse
+from gateway.upstream.formats import AnswerFormat, StreamOutcome
+
+__all__ = ["StreamOutcome", "relay"]
 
 _EVENT_END = b"\n\n"
-_DONE = b"data: [DONE]"
-#: Byte patterns of the events worth decoding; quotes inside generated text are escaped,
-#: so these match JSON keys only.
-_MARKERS = (b'"usage"', b'"error"', b'"finish_reason":"', _DONE)
-
-
-class StreamOutcome:
-    """What a relayed stream carried, filled in as it passes."""
-
-    __slots__ = ("done", "error", "finish_reasons", "first_byte_at", "usage")
-
-    def __init__(self) -> None:
-        self.usage: dict[str, Any] | None = None
-        self.finish_reasons: list[str] = []
-        self.error: dict[str, Any] | None = None
-        self.done = False  # saw ``data: [DONE]``
-        self.first_byte_at: float | None = None
-
-
-def error_event(error: GatewayError) -> bytes:
-    body = {
-        "error": {
-            "message": error.message,
-            "type": error.type,
-            "param": error.param,
-            "code": error.code,
-        }
-    }
-    return b"data: " + msgspec.json.encode(body) + _EVENT_END
 
 
 async def relay(
-    upstream: UpstreamResponse, outcome: StreamOutcome, *, drop_usage: bool, clock
+    upstream: UpstreamResponse,
+    outcome: StreamOutcome,
+    *,
+    drop_usage: bool,
+    clock: Callable[[], float],
+    answer_format: AnswerFormat | None = None,
 ) -> AsyncIterator[bytes]:
     """Yield the stream in pieces that each end on an event boundary; fill ``outcome``."""
+    fmt = answer_format or AnswerFormat()
+    markers = fmt.markers
     pending = b""
     try:
         async for chunk in upstream.chunks():
@@ -62,48 +41,39 @@ async def relay(
             if end < 0:
                 continue
             complete, pending = pending[: end + 2], pending[end + 2 :]
-            if any(marker in complete for marker in _MARKERS):
-                complete = _inspect(complete, outcome, drop_usage)
+            outcome.events += complete.count(_EVENT_END)
+            if any(marker in complete for marker in markers):
+                complete = _inspect(complete, outcome, drop_usage, fmt)
             if complete:
                 yield complete
     except GatewayError as exc:
         # The client already has a 200 and part of the stream: end it with an error event.
         outcome.error = {"message": exc.message, "type": exc.type}
-        yield error_event(exc)
+        yield fmt.error_event(exc.message, exc.type, exc.code)
         return
     if not outcome.done and outcome.error is None:
-        lost = GatewayError(
-            "The backend closed the stream before it was complete.", code="upstream_incomplete"
-        )
-        lost.type = "upstream_error"
-        outcome.error = {"message": lost.message, "type": lost.type}
-        yield error_event(lost)
+        message = "The backend closed the stream before it was complete."
+        outcome.error = {"message": message, "type": "upstream_error"}
+        yield fmt.error_event(message, "upstream_error", "upstream_incomplete")
 
 
-def _inspect(events: bytes, outcome: StreamOutcome, drop_usage: bool) -> bytes:
+def _inspect(events: bytes, outcome: StreamOutcome, drop_usage: bool, fmt: AnswerFormat) -> bytes:
     """Read the usage, finish reasons and errors out of the rare events that carry them."""
     kept: list[bytes] = []
     for event in events.split(_EVENT_END)[:-1]:
-        if event.startswith(_DONE):
-            outcome.done = True
+        name, data = _fields(event)
+        if data is None or fmt.inspect(name, data, outcome, drop_usage):
             kept.append(event)
-            continue
-        if not event.startswith(b"data: {"):
-            kept.append(event)
-            continue
-        try:
-            data = msgspec.json.decode(event[6:])
-        except msgspec.DecodeError:
-            kept.append(event)
-            continue
-        if "error" in data:
-            outcome.error = data["error"]
-        for choice in data.get("choices") or ():
-            if choice.get("finish_reason"):
-                outcome.finish_reasons.append(choice["finish_reason"])
-        if data.get("usage"):
-            outcome.usage = data["usage"]
-            if drop_usage and not data.get("choices"):
-                continue  # the client did not ask for this chunk; the gateway did
-        kept.append(event)
     return b"".join(e + _EVENT_END for e in kept)
+
+
+def _fields(event: bytes) -> tuple[bytes | None, bytes | None]:
+    """An event's ``event:`` name and ``data:`` payload (one data line, as llama-server
+    writes them)."""
+    name = data = None
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            data = line[5:].lstrip()
+        elif line.startswith(b"event:"):
+            name = line[6:].strip()
+    return name, data

@@ -15,7 +15,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.testing import AsyncTestClient
 
 from gateway.api.admin import ROUTES
-from gateway.api.errors import EXCEPTION_HANDLERS
+from gateway.surfaces.errors import EXCEPTION_HANDLERS
 from gateway.auth import Authenticator
 from gateway.config import Settings
 from gateway.store.apikeys import KeyStore

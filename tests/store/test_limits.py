@@ -15,12 +15,13 @@ import redis.asyncio as redis
 from litestar import Litestar, Request, get
 from litestar.testing import AsyncTestClient
 
-from gateway.api.errors import EXCEPTION_HANDLERS
 from gateway.errors import RateLimited, Unavailable
 from gateway.store import keys
 from gateway.store.apikeys import ApiKey, KeyStore
-from gateway.store.connection import connect, execute
+from gateway.store.commands import Command, run
+from gateway.store.connection import connect
 from gateway.store.limits import Limiter, LimitState, format_reset
+from gateway.surfaces.errors import EXCEPTION_HANDLERS
 
 
 async def refused(limiter: Limiter, key: ApiKey, tokens: int) -> RateLimited:
@@ -193,16 +194,17 @@ async def test_settle_corrects_tpm_both_ways(key_store: KeyStore, limiter: Limit
     assert level is not None and level.remaining == 5
 
 
-async def test_settle_command_goes_on_the_callers_pipeline(
+async def test_settle_rides_on_the_callers_round_trip(
     key_store: KeyStore, limiter: Limiter, client: redis.Redis
 ) -> None:
     key, _ = await key_store.create(name="p", max_concurrency=1, tpm=6)
     state = await limiter.admit(key, 4)
-    pipe = client.pipeline(transaction=False)
-    pipe.set("lease-released", "1")  # the caller's own command, in the same round trip
-    limiter.settle_command(pipe, key, 4, 1, request_id=state.request_id)
-    limiter.renew_command(pipe, key, state.request_id)  # settled first: renew finds nothing
-    assert await execute(pipe) == [True, 1, 0]  # run as the gateway runs its pipelines
+    released = Command.queued(  # the caller's own command, in the same round trip
+        client, lambda pipe: pipe.set("lease-released", "1"), lambda reply: reply
+    )
+    settle = limiter.settle(key, 4, 1, request_id=state.request_id)
+    renew = limiter.renew(key, state.request_id)  # settled first: renew finds nothing
+    assert await run(client, released, settle, renew) == [True, True, False]
     after = await limiter.admit(key, 0)
     assert after.in_flight == 1 and after.tokens is not None and after.tokens.remaining == 5
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -20,8 +21,10 @@ from gateway.routing.fingerprint import Chain, chat_chain
 from gateway.routing.policies import Affinity, LeastBusy, Outcome, Snapshot, make_policy, outcome
 from gateway.store import keys
 from gateway.store.affinity import AffinityStore, Match
-from gateway.store.connection import connect, execute
+from gateway.store.commands import Command, run
+from gateway.store.connection import connect
 from gateway.telemetry.metrics import Metrics
+from gateway.usage import Usage
 from tests.support.redis_server import RedisServer
 
 
@@ -183,9 +186,9 @@ async def test_the_router_records_the_answer_after_close_and_the_next_turn_hits(
     first = await router.snapshot(_chat(turn_1), "m", [A, B], {A: 0, B: 0})
     assert first.matches == {}
     lease = Lease(B, "m", "lease")
-    router.place(_chat(turn_1), "m", first, lease)
-    usage = {"prompt_tokens": 20, "completion_tokens": 3}
-    router.answered(lease, {"choices": [{"message": answer}], "usage": usage})
+    router.placed(_chat(turn_1), "m", first, lease)
+    usage = Usage(20, 3)
+    router.answered(lease, {"choices": [{"message": answer}]})
     router.record_after(lease, await _closed(), usage)
     await asyncio.sleep(0.05)
 
@@ -193,9 +196,14 @@ async def test_the_router_records_the_answer_after_close_and_the_next_turn_hits(
     second = await router.snapshot(_chat(turn_2), "m", [A, B], {A: 0, B: 0})
     assert second.depth(B) == chat_chain({"messages": [*turn_1, answer]}).depth
     assert await Affinity().choose([A, B], second) == [B, A]
-    router.place(_chat(turn_2), "m", second, Lease(B, "m", "lease"))
+    router.placed(_chat(turn_2), "m", second, Lease(B, "m", "lease"))
     assert metrics.affinity_decisions.labels("m", "miss")._value.get() == 1
     assert metrics.affinity_decisions.labels("m", "hit")._value.get() == 1
+
+
+def _set(client: Any, name: str) -> Command[bool]:
+    """A command of another part of the path, sent on the same round trip."""
+    return Command.queued(client, lambda pipe: pipe.set(name, "1"), lambda reply: reply is True)
 
 
 async def test_the_record_rides_on_the_pipeline_that_gives_the_lease_back() -> None:
@@ -203,27 +211,22 @@ async def test_the_record_rides_on_the_pipeline_that_gives_the_lease_back() -> N
     router = AffinityRouter(AffinityStore(client), Metrics())
     turn_1 = _conversation(1, turns=1)[:-1]
     answer = {"role": "assistant", "content": "answer 0"}
-    async with client.pipeline(transaction=False) as pipe:  # the limits check's round trip
-        found = router.lookup_command(pipe, _chat(turn_1), "m")
-        lookup = found(await execute(pipe))
+    # The lookup rides on the limits check's round trip (here another command's).
+    checked, lookup = await run(client, _set(client, "checked"), router.lookup(_chat(turn_1), "m"))
+    assert checked is True
     first = await router.snapshot(_chat(turn_1), "m", [A, B], {A: 0, B: 0}, lookup)
     assert first.matches == {}
     lease = Lease(B, "m", "lease")
-    router.place(_chat(turn_1), "m", first, lease)
-    usage = {"prompt_tokens": 20, "completion_tokens": 3}
-    router.answered(lease, {"choices": [{"message": answer}], "usage": usage})
-    record = router.closing_command(lease, usage)
-    assert record is not None and router.closing_command(lease, usage) is None  # taken once
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.set("released", "1")  # the release's own command
-        handle = record(pipe)
-        replies = await execute(pipe)
-    handle(replies[1:])
+    router.placed(_chat(turn_1), "m", first, lease)
+    usage = Usage(20, 3)
+    router.answered(lease, {"choices": [{"message": answer}]})
+    record = router.record(lease, usage)
+    assert record is not None and router.record(lease, usage) is None  # taken once
+    released, _ = await run(client, _set(client, "released"), record)  # the release's own
+    assert released is True and await client.get("released") == b"1"
 
     turn_2 = [*turn_1, answer, {"role": "user", "content": "and then?"}]
-    async with client.pipeline(transaction=False) as pipe:
-        found = router.lookup_command(pipe, _chat(turn_2), "m")
-        lookup = found(await execute(pipe))
+    _, lookup = await run(client, _set(client, "checked"), router.lookup(_chat(turn_2), "m"))
     second = await router.snapshot(_chat(turn_2), "m", [A, B], {A: 0, B: 0}, lookup)
     assert second.depth(B) == chat_chain({"messages": [*turn_1, answer]}).depth
     assert await Affinity().choose([A, B], second) == [B, A]
@@ -244,13 +247,13 @@ async def test_the_router_pins_an_idle_matching_slot_once() -> None:
 
     snap = await router.snapshot(request, "m", [A, B], {A: 0, B: 0})
     first = Lease(A, "m", "lease")
-    router.place(request, "m", snap, first)
+    router.placed(request, "m", snap, first)
     assert msgspec.json.decode(router.body(first, request.upstream_body()))["id_slot"] == 3
-    assert router.pinned_slot(first) == 3
+    assert router.slot(first) == 3
     # A second request for the same prefix while slot 3 is busy: not pinned.
     snap = await router.snapshot(request, "m", [A, B], {A: 1, B: 0})
     second = Lease(A, "m", "lease")
-    router.place(request, "m", snap, second)
+    router.placed(request, "m", snap, second)
     assert router.body(second, request.upstream_body()) == request.upstream_body()
     router.forget(second)
     router.forget(first)  # given back before a response: slot 3 is free again

@@ -1,4 +1,4 @@
-"""``gateway/api/errors.py``: every refusal leaves in OpenAI's error shape with its status.
+"""``gateway/surfaces/errors.py``: every refusal leaves in OpenAI's error shape with its status.
 
 A tiny Litestar app with the gateway's exception handlers and one route per exception,
 driven in-process by Litestar's test client."""
@@ -14,7 +14,7 @@ from litestar import Litestar, Request, get, post
 from litestar.params import FromPath
 from litestar.testing import AsyncTestClient
 
-from gateway.api.errors import EXCEPTION_HANDLERS
+from gateway.surfaces.errors import EXCEPTION_HANDLERS
 from gateway.errors import (
     BackendError,
     BackendFailed,

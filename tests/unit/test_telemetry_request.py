@@ -16,8 +16,9 @@ from opentelemetry.trace import SpanKind
 
 from gateway.telemetry.request import RequestTelemetry, RequestTelemetryMiddleware
 from gateway.telemetry.tracing import Tracing, otlp_traces_endpoint
+from gateway.usage import Usage
 
-USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 2}}
+USAGE = Usage(prompt=7, completion=3, cached=2)
 
 
 @post("/v1/chat/completions", status_code=200)

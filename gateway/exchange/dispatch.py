@@ -1,46 +1,47 @@
 """Take a parsed request down the path: resolve the model, check the caller may use it and is
 within its limits, check the prompt fits, lease a slot on the backend the routing policy
-prefers, and send it. ``api/accounting.py`` closes the exchange after the last byte.
+prefers, and send it. ``accounting.py`` closes the exchange after the last byte.
 
-A failure before the backend sent a byte is retried once on another backend; nothing has
-reached the client yet. After the first byte a failure ends the stream with an error event.
+A failure before the backend sent a byte is retried once on another backend when the failure
+says it may be (``GatewayError.retryable``); nothing has reached the client yet. After the
+first byte a failure ends the stream with an error event in the answer's own format.
+
+Requests that occupy no slot (tokenize, count tokens, apply a template) take no lease and
+no queue: :meth:`Dispatcher.forward` checks the key's request limits and sends them.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import NoReturn
 
 import msgspec
 
 from gateway.admission.leases import Admission, Lease, Ticket
-from gateway.api.accounting import Accountant, Exchange
 from gateway.auth.authenticator import Authenticator
-from gateway.errors import BackendFailed, UpstreamUnreachable
+from gateway.errors import BackendFailed, GatewayError, InvalidRequest, NoBackend
+from gateway.exchange.accounting import Accountant, Exchange
 from gateway.pool.backend import Backend
 from gateway.pool.pool import Pool
 from gateway.requests import ParsedRequest
-from gateway.routing.affinity import AffinityRouter, Lookup
+from gateway.routing.hooks import RoutingHooks
 from gateway.routing.policies import Policy, Snapshot
 from gateway.store.apikeys import ApiKey
-from gateway.store.connection import round_trip
+from gateway.store.commands import run
 from gateway.store.limits import Limiter, LimitState
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.request import RequestTelemetry
 from gateway.upstream.client import UpstreamResponse
+from gateway.upstream.formats import format_of
 from gateway.upstream.sse import relay
-from gateway.upstream.tokens import check_fits
+from gateway.upstream.tokens import check_context
 
 log = logging.getLogger(__name__)
 
-
-def _is_backend_fault(exc: Exception) -> bool:
-    """Unreachable, or a gateway-ish 5xx: the backend's fault. A plain 500 is often the
-    request's (llama-server answers 500 to some malformed fields): retried, not held against
-    the backend."""
-    return isinstance(exc, UpstreamUnreachable) or getattr(exc, "status", 0) in (502, 503, 504)
+#: Backends one request is tried on before its failure reaches the client.
+ATTEMPTS = 2
 
 
 class Dispatcher:
@@ -53,14 +54,14 @@ class Dispatcher:
         authenticator: Authenticator,
         limiter: Limiter,
         metrics: Metrics,
-        affinity: AffinityRouter | None = None,
+        routing: RoutingHooks | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.pool = pool
         self.admission = admission
         self.policy = policy
-        #: Prefix affinity (lookup, slot pinning, record); ``None`` unless routing by it.
-        self.affinity = affinity
+        #: What routing does around each request beyond choosing (prefix affinity).
+        self.routing = routing or RoutingHooks()
         self.authenticator = authenticator
         self.limiter = limiter
         self.clock = clock
@@ -90,8 +91,7 @@ class Dispatcher:
                 model, request, key, limits, headers, telemetry, lookup
             )
         except BaseException:
-            if limits.request_id is not None:
-                await self.limiter.settle(key, estimate, 0, request_id=limits.request_id)
+            await self.limiter.settle(key, estimate, 0, request_id=limits.request_id)
             raise
         telemetry.hold()  # the request's log line waits for the exchange to be accounted
         return Exchange(
@@ -107,16 +107,12 @@ class Dispatcher:
             raise
         try:
             answer = msgspec.json.decode(body)
-            usage = answer.get("usage")
-        except (msgspec.DecodeError, AttributeError):
-            answer = usage = None
-        if self.affinity is not None:
-            self.affinity.answered(exchange.lease, answer)
-        exchange.outcome.usage = usage
-        if isinstance(answer, dict):  # for the trace's gen_ai.response.finish_reasons
-            choices = answer.get("choices") or ()
-            reasons = [c["finish_reason"] for c in choices if c.get("finish_reason")]
-            exchange.outcome.finish_reasons = reasons
+        except msgspec.DecodeError:
+            answer = None
+        answer_format = format_of(exchange.request.endpoint)
+        self.routing.answered(exchange.lease, answer)
+        exchange.outcome.usage = answer_format.usage(answer)
+        exchange.outcome.finish_reasons = answer_format.finish_reasons(answer)
         exchange.outcome.done = True
         await self.close(exchange, status=200)
         return body
@@ -129,6 +125,7 @@ class Dispatcher:
                 exchange.outcome,
                 drop_usage=not exchange.request.wants_usage,
                 clock=self.clock,
+                answer_format=format_of(exchange.request.endpoint),
             ):
                 yield piece
         finally:
@@ -137,34 +134,66 @@ class Dispatcher:
     def close(self, exchange: Exchange, *, status: int | None = None):
         """Give the lease back and account the request, once, however it ended."""
         usage = exchange.outcome.usage
-        record = None
-        if self.affinity is not None:  # where its prefix now lives, sent with the release
-            record = self.affinity.closing_command(exchange.lease, usage)
+        record = self.routing.record(exchange.lease, usage)  # rides on the release
         closing = self.accountant.close(exchange, status=status, also=record)
-        if self.affinity is not None and record is None:
-            self.affinity.record_after(exchange.lease, closing, usage)
+        if record is None:
+            self.routing.record_after(exchange.lease, closing, usage)
         return closing
+
+    async def forward(
+        self, request: ParsedRequest, *, key: ApiKey, telemetry: RequestTelemetry | None = None
+    ) -> bytes:
+        """Send a request that occupies no slot (tokenizing, counting tokens, applying a
+        template) to a ready backend of its model: the key's request limits apply, no lease
+        and no queue. Returns the backend's answer."""
+        telemetry = telemetry or RequestTelemetry.detached()
+        model = self.pool.resolve(request.model)
+        with telemetry.phase("limits"):
+            self.authenticator.check_model(key, model)
+            limits = await self.limiter.admit(key, 0)
+        try:
+            self.pool.demand(model, request.keep_alive)
+            candidates = self.pool.serving(model)
+            if not candidates:
+                raise NoBackend(f"No backend of '{model}' is ready; try again.", retry_after=1.0)
+            inflight = {b: self.admission.inflight(b) for b in candidates}
+            ordered = await self.policy.choose(candidates, Snapshot(inflight))
+            for attempt, backend in enumerate(ordered[:ATTEMPTS], start=1):
+                headers = telemetry.upstream_headers(backend.name)
+                try:
+                    upstream = await backend.client.open(request.endpoint, request.raw, headers)
+                    body = await upstream.read()
+                except GatewayError as exc:
+                    telemetry.end_upstream(exc.message)
+                    self._judge(backend, exc)
+                    if not exc.retryable or attempt == min(ATTEMPTS, len(ordered)):
+                        _raise_for_client(exc)
+                    continue
+                telemetry.end_upstream()
+                return body
+            raise AssertionError("unreachable: the last attempt returns or raises")
+        finally:
+            await self.limiter.settle(key, 0, 0, request_id=limits.request_id)
 
     # -- steps ------------------------------------------------------------------------------
 
     async def _admit(
         self, request: ParsedRequest, model: str, key: ApiKey, estimate: int
-    ) -> tuple[LimitState, Lookup | None]:
+    ) -> tuple[LimitState, object]:
         """Check and charge the key's limits and look up where the prompt's prefix is cached:
         one round trip. Raises :class:`RateLimited`, or ``Unavailable`` without the store."""
-        async with self.admission.store.redis.pipeline(transaction=False) as pipe:
-            admitted = self.limiter.admit_command(pipe, key, estimate)
-            ours = len(pipe)
-            found = self.affinity.lookup_command(pipe, request, model) if self.affinity else None
-            replies = await round_trip(pipe)
-        lookup = found(replies[ours:]) if found is not None else None
-        return admitted(replies[:ours]), lookup
+        admit = self.limiter.admit(key, estimate)
+        lookup = self.routing.lookup(request, model)
+        if lookup is None:
+            return await admit, None
+        limits, found = await run(self.admission.store.redis, admit, lookup)
+        return limits, found
 
     async def _check_fits(self, model: str, request: ParsedRequest) -> None:
         backends = self.pool.serving(model)
         if backends:
             widest = max(backends, key=lambda b: b.n_ctx)
-            await check_fits(widest.client, request, widest.n_ctx)
+            await check_context(widest.client, request, widest.n_ctx)
 
     async def _send(
         self,
@@ -174,7 +203,7 @@ class Dispatcher:
         limits: LimitState,
         headers: dict[str, str] | None,
         telemetry: RequestTelemetry,
-        lookup: Lookup | None,
+        lookup: object,
     ) -> tuple[Lease, UpstreamResponse]:
         """Lease a slot and open the upstream request; one retry elsewhere before a byte."""
         ticket = Ticket(key.id, key.weight, key.priority, max(1, request.estimated_tokens()))
@@ -186,22 +215,22 @@ class Dispatcher:
             self.accountant.metrics.queue_wait.labels(model).observe(lease.waited)
             backend = lease.backend
             # x-request-id and the upstream span's traceparent
-            sent_headers = {**(headers or {}), **telemetry.upstream_headers(backend.name)}
+            sent_headers = {
+                **(headers or {}),
+                **telemetry.upstream_headers(backend.name, slot=self.routing.slot(lease)),
+            }
             try:
-                sent = self.affinity.body(lease, body) if self.affinity else body  # id_slot
+                sent = self.routing.body(lease, body)  # with id_slot, when a slot is pinned
                 upstream = await backend.client.open(request.endpoint, sent, sent_headers)
-            except (UpstreamUnreachable, BackendFailed) as exc:
+            except GatewayError as exc:
                 telemetry.end_upstream(exc.message)
                 await self._give_back(lease)
-                if _is_backend_fault(exc):
-                    self.pool.record_failure(backend, exc.message)
+                self._judge(backend, exc)
                 tried.add(backend)
                 others = [b for b in self.pool.serving(model) if b not in tried]
-                if len(tried) > 1 or not others:
-                    raise
-                log.warning(
-                    "retrying on another backend after %s failed: %s", backend.name, exc.message
-                )
+                if not exc.retryable or len(tried) >= ATTEMPTS or not others:
+                    _raise_for_client(exc)
+                log.warning("retrying on another backend after %s failed: %s", backend.name, exc)
                 continue
             except BaseException:
                 await self._give_back(lease)
@@ -209,9 +238,7 @@ class Dispatcher:
             self.pool.record_success(backend)
             if limits.request_id is not None:
                 lease.renewals.append(
-                    functools.partial(
-                        self.limiter.renew_command, key=key, request_id=limits.request_id
-                    )
+                    lambda pipe: self.limiter.renew(key, limits.request_id).queue_on(pipe)
                 )
             return lease, upstream
 
@@ -221,22 +248,30 @@ class Dispatcher:
         exclude: frozenset[Backend],
         ticket: Ticket,
         request: ParsedRequest,
-        lookup: Lookup | None,
+        lookup: object,
     ) -> Lease:
         candidates = self.pool.serving(model)
         inflight = {b: self.admission.inflight(b) for b in candidates}
-        if self.affinity is None:
-            snapshot = Snapshot(inflight)
-        else:  # where this request's prefix is cached (looked up with the limits check)
-            snapshot = await self.affinity.snapshot(request, model, candidates, inflight, lookup)
+        snapshot = await self.routing.snapshot(request, model, candidates, inflight, lookup)
         ordered = await self.policy.choose(candidates, snapshot)
         lease = await self.admission.acquire(model, ordered, exclude=exclude, ticket=ticket)
-        if self.affinity is not None:
-            self.affinity.place(request, model, snapshot, lease)
+        self.routing.placed(request, model, snapshot, lease)
         return lease
+
+    def _judge(self, backend: Backend, exc: GatewayError) -> None:
+        """Count a failure against ``backend``'s circuit breaker when it is its fault."""
+        if exc.backends_fault:
+            self.pool.record_failure(backend, str(exc))
 
     async def _give_back(self, lease: Lease) -> None:
         """Release a lease that never carried a response."""
-        if self.affinity is not None:
-            self.affinity.forget(lease)
+        self.routing.forget(lease)
         await self.admission.release(lease)
+
+
+def _raise_for_client(exc: GatewayError) -> NoReturn:
+    """Raise what the client is told of a failure: a backend's 500 that names a malformed
+    field is the request's fault, so a 400 with the backend's words."""
+    if isinstance(exc, BackendFailed) and exc.blames_request:
+        raise InvalidRequest(exc.backend_message) from exc
+    raise exc

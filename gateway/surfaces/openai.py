@@ -1,42 +1,24 @@
-"""The OpenAI routes: thin handlers that parse, dispatch and hand the answer back."""
+"""The OpenAI routes — chat and text completions, embeddings, Responses, models: thin
+handlers that parse, dispatch and hand the answer back as the backend wrote it."""
 
 from __future__ import annotations
 
 import time
 
 from litestar import Request, Response, Router, get, post
-from litestar.background_tasks import BackgroundTask
-from litestar.response import Stream
 
-from gateway.api.dispatch import Dispatcher
 from gateway.api.guards import require_api_key
+from gateway.errors import ModelNotFound
+from gateway.exchange import Dispatcher
 from gateway.pool.pool import Pool
 from gateway.requests import Endpoint, parse
 from gateway.runners.scheduler import Scheduler
-
-_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+from gateway.surfaces import Surface
+from gateway.surfaces.proxy import proxy
 
 
 async def _proxy(endpoint: Endpoint, request: Request, dispatcher: Dispatcher) -> Response:
-    parsed = parse(endpoint, await request.body())
-    request.state.model = dispatcher.pool.label_for(parsed.model)
-    telemetry = request.state.telemetry  # request id, spans, log line (telemetry/request.py)
-    telemetry.describe(
-        model=request.state.model, max_tokens=parsed.max_tokens, stream=parsed.stream
-    )
-    exchange = await dispatcher.open(parsed, key=request.state.api_key, telemetry=telemetry)
-    limit_headers = exchange.limits.headers()
-    if parsed.stream:
-        # The background task releases the lease even if the stream is never iterated
-        # (client gone before the first byte); closing twice is a no-op.
-        return Stream(
-            dispatcher.stream(exchange),
-            media_type="text/event-stream",
-            headers={**_SSE_HEADERS, **limit_headers},
-            background=BackgroundTask(dispatcher.close, exchange),
-        )
-    body = await dispatcher.read_whole(exchange)
-    return Response(content=body, media_type="application/json", headers=limit_headers)
+    return await proxy(request, dispatcher, parse(endpoint, await request.body()))
 
 
 @post("/v1/chat/completions", status_code=200)
@@ -52,6 +34,18 @@ async def completions(request: Request, dispatcher: Dispatcher) -> Response:
 @post("/v1/embeddings", status_code=200)
 async def embeddings(request: Request, dispatcher: Dispatcher) -> Response:
     return await _proxy(Endpoint.EMBEDDINGS, request, dispatcher)
+
+
+@post("/v1/responses", status_code=200)
+async def responses(request: Request, dispatcher: Dispatcher) -> Response:
+    """OpenAI's Responses API, as llama-server serves it (stateless: no ``previous_response_id``
+    store — llama-server keeps none either)."""
+    return await _proxy(Endpoint.RESPONSES, request, dispatcher)
+
+
+@post("/v1/responses/input_tokens", status_code=200)
+async def responses_input_tokens(request: Request, dispatcher: Dispatcher) -> Response:
+    return await _proxy(Endpoint.RESPONSES_INPUT_TOKENS, request, dispatcher)
 
 
 @get("/v1/models")
@@ -70,6 +64,17 @@ async def list_models(pool: Pool, scheduler: Scheduler) -> dict:
             card = _model_card(alias, created, ready.get(target, []), target, declared.get(target))
             data.append(card)
     return {"object": "list", "data": data}
+
+
+@get("/v1/models/{model_id:path}")
+async def retrieve_model(model_id: str, pool: Pool, scheduler: Scheduler) -> dict:
+    """One model in OpenAI's shape; 404 ``model_not_found`` for a model nobody serves."""
+    wanted = model_id.lstrip("/")
+    listed = await list_models.fn(pool=pool, scheduler=scheduler)
+    for card in listed["data"]:
+        if card["id"] == wanted:
+            return card
+    raise ModelNotFound(f"The model '{wanted}' does not exist", param="model")
 
 
 def _model_card(
@@ -94,6 +99,15 @@ def _model_card(
 
 ROUTER = Router(
     path="/",
-    route_handlers=[chat_completions, completions, embeddings, list_models],
+    route_handlers=[
+        chat_completions,
+        completions,
+        embeddings,
+        responses,
+        responses_input_tokens,
+        list_models,
+        retrieve_model,
+    ],
+    opt={"surface": Surface.OPENAI},
     guards=[require_api_key],
 )

@@ -1,6 +1,10 @@
 """Close an exchange once its last byte has passed (or the client has gone): give the lease
 back and settle the key's limits with the real token counts — one Redis round trip — and
 record the tokens per key, model and backend.
+
+What a request is charged: the usage its answer reported; for an answer whose API reports no
+tokens, the estimate it was admitted with; for a stream cut before its usage, the prompt as
+estimated plus one token per event relayed — what the client did receive.
 """
 
 from __future__ import annotations
@@ -16,20 +20,17 @@ from redis.asyncio.client import Pipeline
 
 from gateway.admission.leases import Admission, Lease
 from gateway.pool.backend import Backend
-from gateway.requests import ParsedRequest
+from gateway.requests import BYTES_PER_TOKEN, ParsedRequest
 from gateway.store.apikeys import ApiKey
-from gateway.store.connection import round_trip
+from gateway.store.commands import Command, run
 from gateway.store.limits import Limiter, LimitState
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.request import RequestTelemetry
 from gateway.upstream.client import UpstreamResponse
-from gateway.upstream.sse import StreamOutcome
+from gateway.upstream.formats import StreamOutcome
+from gateway.usage import Usage
 
 log = logging.getLogger(__name__)
-
-#: Queues commands on the pipeline that closes an exchange; returns what to do with their
-#: replies.
-ClosingCommand = Callable[[Pipeline], Callable[[list[Any]], None]]
 
 #: Status recorded for a request whose client went away before the end.
 CLIENT_CLOSED = 499
@@ -76,10 +77,10 @@ class Accountant:
         exchange: Exchange,
         *,
         status: int | None = None,
-        also: ClosingCommand | None = None,
+        also: Command[Any] | None = None,
     ) -> asyncio.Future[None]:
-        """Release and account ``exchange``, once, however it ended; ``also`` queues more
-        commands on the same round trip (affinity's record).
+        """Release and account ``exchange``, once, however it ended; ``also`` rides on the
+        same round trip (affinity's record).
 
         Runs as a task of its own: a stream cut off by a client disconnect is inside a
         cancelled scope, where any await would be cancelled again before the lease is back.
@@ -94,42 +95,37 @@ class Accountant:
             exchange.upstream.finish()
         else:
             exchange.upstream.abort()  # llama-server cancels the task and frees the slot
+        usage = outcome.usage if outcome.usage is not None else _relayed(exchange)
         if exchange.telemetry is not None:  # ends the spans; the request's log line
             exchange.telemetry.exchange_closed(
                 status=status,
                 model=exchange.model,
                 key=exchange.key.name,
                 backend=exchange.backend.name,
-                usage=outcome.usage,
+                usage=usage,
                 finish_reasons=outcome.finish_reasons,
                 first_byte_at=outcome.first_byte_at,
                 response_model=exchange.backend.model_id,
             )
-        exchange.closing = asyncio.ensure_future(self._settle(exchange, status, also))
+        exchange.closing = asyncio.ensure_future(self._settle(exchange, status, usage, also))
         self._closing.add(exchange.closing)
         exchange.closing.add_done_callback(self._closing.discard)
         return exchange.closing
 
     async def _settle(
-        self, exchange: Exchange, status: int, also: ClosingCommand | None = None
+        self, exchange: Exchange, status: int, usage: Usage | None, also: Command[Any] | None
     ) -> None:
-        usage: dict[str, Any] = exchange.outcome.usage or {}
-        actual = int(usage.get("total_tokens") or 0)
         limits = exchange.limits
-        async with self.admission.store.redis.pipeline(transaction=False) as pipe:
-            handle = self.admission.release_command(pipe, exchange.lease)
-            self.limiter.settle_command(
-                pipe, exchange.key, limits.estimated_tokens, actual, request_id=limits.request_id
-            )
-            ours = len(pipe)
-            handle_also = also(pipe) if also is not None else None
-            replies = await round_trip(pipe)
-        handle(replies[0])
-        if handle_also is not None:
-            handle_also(replies[ours:])
-        self._account(exchange, status, usage)
+        charged = usage.total if usage is not None else limits.estimated_tokens
+        redis = self.admission.store.redis
+        release = _release(self.admission, redis, exchange.lease)
+        settle = self.limiter.settle(
+            exchange.key, limits.estimated_tokens, charged, request_id=limits.request_id
+        )
+        await run(redis, release, settle, *([also] if also is not None else []))
+        self._account(exchange, status, usage or Usage())
 
-    def _account(self, exchange: Exchange, status: int, usage: dict[str, Any]) -> None:
+    def _account(self, exchange: Exchange, status: int, usage: Usage) -> None:
         m, model, backend = self.metrics, exchange.model, exchange.backend.name
         labels = (model, exchange.key.name, backend)
         m.requests.labels(*labels, str(status)).inc()
@@ -138,15 +134,12 @@ class Accountant:
         first = exchange.outcome.first_byte_at
         if first is not None and exchange.request.stream:
             m.time_to_first_token.labels(model).observe(first - exchange.started_at)
-        prompt = int(usage.get("prompt_tokens") or 0)
-        completion = int(usage.get("completion_tokens") or 0)
-        cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
-        m.prompt_tokens.labels(*labels).inc(prompt)
-        m.completion_tokens.labels(*labels).inc(completion)
-        m.cached_prompt_tokens.labels(*labels).inc(cached)
-        m.computed_prompt_tokens.labels(*labels).inc(max(prompt - cached, 0))
-        if first is not None and completion > 1:
-            m.time_per_output_token.labels(model).observe((now - first) / (completion - 1))
+        m.prompt_tokens.labels(*labels).inc(usage.prompt)
+        m.completion_tokens.labels(*labels).inc(usage.completion)
+        m.cached_prompt_tokens.labels(*labels).inc(usage.cached)
+        m.computed_prompt_tokens.labels(*labels).inc(max(usage.prompt - usage.cached, 0))
+        if first is not None and usage.completion > 1:
+            m.time_per_output_token.labels(model).observe((now - first) / (usage.completion - 1))
         log.debug(  # the request's log line is telemetry's (gateway.requests)
             "request done",
             extra={
@@ -154,8 +147,28 @@ class Accountant:
                 "backend": backend,
                 "key": exchange.key.name,
                 "status": status,
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "cached_tokens": cached,
+                "prompt_tokens": usage.prompt,
+                "completion_tokens": usage.completion,
+                "cached_tokens": usage.cached,
             },
         )
+
+
+def _relayed(exchange: Exchange) -> Usage | None:
+    """What a stream cut before its usage gave the client: its prompt, as estimated, and a
+    token per event relayed (llama-server streams one token an event). ``None`` for an
+    answer that was complete, or never streamed: its API reports no tokens."""
+    outcome = exchange.outcome
+    if outcome.done or not exchange.request.stream or not outcome.events:
+        return None
+    return Usage(exchange.request.prompt_size() // BYTES_PER_TOKEN, outcome.events)
+
+
+def _release(admission: Admission, redis: Any, lease: Lease) -> Command[None]:
+    """The lease's release as a command of the closing round trip."""
+    handle: list[Callable[[object], None]] = []
+
+    def queue(pipe: Pipeline) -> None:
+        handle.append(admission.release_command(pipe, lease))
+
+    return Command.queued(redis, queue, lambda reply: handle[0](reply))

@@ -1,0 +1,47 @@
+"""The walk every surface's handler takes once it has parsed its request: dispatch it and
+hand the answer back — streamed event by event, or whole — with the key's limit headers.
+Shared by the surfaces whose backends speak their API themselves (OpenAI, Anthropic,
+llama.cpp's native routes); Ollama's translates on top of the same dispatcher."""
+
+from __future__ import annotations
+
+from litestar import Request, Response
+from litestar.background_tasks import BackgroundTask
+from litestar.response import Stream
+
+from gateway.exchange import Dispatcher
+from gateway.requests import ParsedRequest
+
+__all__ = ["SSE_HEADERS", "describe", "proxy"]
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def describe(request: Request, dispatcher: Dispatcher, parsed: ParsedRequest) -> None:
+    """Name the request's model for metrics and logs, and describe it to its trace."""
+    request.state.model = dispatcher.pool.label_for(parsed.model)
+    request.state.telemetry.describe(
+        model=request.state.model, max_tokens=parsed.max_tokens, stream=parsed.stream
+    )
+
+
+async def proxy(request: Request, dispatcher: Dispatcher, parsed: ParsedRequest) -> Response:
+    """Send ``parsed`` down the path; the backend's answer as it wrote it."""
+    describe(request, dispatcher, parsed)
+    key, telemetry = request.state.api_key, request.state.telemetry
+    if not parsed.spec.takes_slot:
+        body = await dispatcher.forward(parsed, key=key, telemetry=telemetry)
+        return Response(content=body, media_type="application/json")
+    exchange = await dispatcher.open(parsed, key=key, telemetry=telemetry)
+    limit_headers = exchange.limits.headers()
+    if parsed.stream:
+        # The background task releases the lease even if the stream is never iterated
+        # (client gone before the first byte); closing twice is a no-op.
+        return Stream(
+            dispatcher.stream(exchange),
+            media_type="text/event-stream",
+            headers={**SSE_HEADERS, **limit_headers},
+            background=BackgroundTask(dispatcher.close, exchange),
+        )
+    body = await dispatcher.read_whole(exchange)
+    return Response(content=body, media_type="application/json", headers=limit_headers)
