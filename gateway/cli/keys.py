@@ -62,6 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     revoke = commands.add_parser("revoke", parents=[common], help="stop a key for good")
     revoke.add_argument("id")
+    keys.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

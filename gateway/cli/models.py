@@ -7,12 +7,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
-import urllib.error
-import urllib.request
 from typing import Any
 
-from gateway.config import DEFAULT_PORT
+from gateway.cli.client import ClientError, GatewayClient, add_connection_flags, fail
 from gateway.units import format_size
 
 
@@ -23,20 +20,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="List the declared models (state, replicas, keep-alive) and the runners "
         "a running gateway keeps. Exit codes: 0 done, 1 the gateway did not answer.",
     )
-    models.add_argument(
-        "--url", default=f"http://127.0.0.1:{DEFAULT_PORT}", help="the gateway's address"
-    )
+    add_connection_flags(models)
     models.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    models.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    url = args.url.rstrip("/") + "/runners"
+    client = GatewayClient.from_args(args)
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            data = json.load(response)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        print(f"llama-gateway: cannot read {url}: {exc}", file=sys.stderr)
-        return 1
+        data = client.get_json("/runners")
+    except ClientError as exc:
+        return fail(exc)
+    finally:
+        client.close()
     if args.json:
         print(json.dumps(data, indent=2))
         return 0

@@ -1,26 +1,46 @@
-"""The ``llama-gateway`` command: turns flags into :class:`Settings` and serves the app.
-Nothing imports this module."""
+"""``llama-gateway serve``: flags become :class:`Settings`, the settings are checked, and the
+app is served by uvicorn.
+
+Everything that can be known to fail is checked before anything starts — the settings, the
+model files, the llama-server binary, the port (bound here and handed to uvicorn, so no other
+process can take it in between) — and each failure is one plain line saying what to do: exit
+2 for flags or config that cannot be used, 1 for anything else (a missing file, a busy port,
+a runner that died while loading).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
+from pathlib import Path
 from typing import Any
 
-from gateway import keys_cli, models_cli
-from gateway.config import (
-    DEFAULT_PORT,
-    ROUTING_POLICIES,
-    Settings,
-    SettingsError,
-    load_settings,
-)
+from gateway.config import DEFAULT_PORT, LOG_FORMATS, ROUTING_POLICIES, Settings, SettingsError
+from gateway.config import load_settings as _load_settings
+from gateway.models.library import models_folder, resolve_models
 from gateway.telemetry.logs import configure_logging
 
+__all__ = ["add_parser", "model_arg", "overrides", "serve"]
 
-def _serve_parser(commands: argparse._SubParsersAction) -> None:
-    serve = commands.add_parser("serve", help="run the gateway")
+
+class StartupError(Exception):
+    """A reason not to start, told as one line; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run the gateway",
+        description="Run the gateway: route to running llama-servers (--backend) or start "
+        "runners for GGUF files or pulled models (--model). Exit codes: 2 flags or config "
+        "that cannot be used, 1 anything else that stops it starting.",
+    )
     serve.add_argument("--config", help="YAML settings file (env LLAMA_GATEWAY_CONFIG)")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help=f"port to bind (default {DEFAULT_PORT})")
@@ -36,11 +56,20 @@ def _serve_parser(commands: argparse._SubParsersAction) -> None:
         dest="models",
         action="append",
         metavar="[NAME=]PATH",
-        help="start a local llama-server for this GGUF file; NAME=PATH names it",
+        help="start a local llama-server for this GGUF file or pulled model; NAME=PATH names it",
     )
-    serve.add_argument("--parallel", type=int, help="slots per started runner (default 4)")
-    serve.add_argument("--ctx-size", type=int, help="context per started runner (default 4096)")
+    serve.add_argument("--parallel", type=int, help="slots per --model runner (default 4)")
+    serve.add_argument("--ctx-size", type=int, help="context per --model runner (default 4096)")
+    serve.add_argument(
+        "--embeddings",
+        action="store_true",
+        default=None,
+        help="start the --model runners for embeddings (/v1/embeddings)",
+    )
     serve.add_argument("--llama-server-bin", help="llama-server binary (env LLAMA_SERVER_BIN)")
+    serve.add_argument(
+        "--models-dir", help="where pulled models are found (default ~/.cache/llama-gateway/models)"
+    )
     serve.add_argument(
         "--routing",
         choices=ROUTING_POLICIES,
@@ -51,14 +80,25 @@ def _serve_parser(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--lease-ttl", type=float, help="seconds a slot lease lives unrenewed")
     serve.add_argument("--probe-interval", type=float, help="seconds between backend probes")
     serve.add_argument("--max-body-bytes", type=int, help="largest request body")
+    serve.add_argument(
+        "--header-timeout", type=float, help="seconds a client has to send its headers (10)"
+    )
+    serve.add_argument("--max-connections", type=int, help="open connections before 503s")
     serve.add_argument("--redis-url", help="memory:// (default) or redis://host:port/db")
     serve.add_argument("--admin-token", help="token for the admin API")
     serve.add_argument("--no-auth", action="store_const", const=True, help="serve without API keys")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    serve.add_argument(
+        "--log-format", choices=LOG_FORMATS, help="auto: text on a terminal, else JSON"
+    )
+    serve.set_defaults(handler=serve_command)
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    skip = {"command", "config", "models", "parallel", "ctx_size"}
+_MODEL_FLAGS = {"models", "parallel", "ctx_size", "embeddings"}
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    skip = {"command", "config", "handler", *_MODEL_FLAGS}
     values = {k: v for k, v in vars(args).items() if k not in skip and v is not None}
     if args.models:
         # A --model is pinned: loaded at start and kept (keep_alive -1), as before the scheduler.
@@ -67,16 +107,72 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             spec["parallel"] = args.parallel
         if args.ctx_size is not None:
             spec["ctx_size"] = args.ctx_size
-        values["models"] = [{**_model_arg(arg), **spec} for arg in args.models]
+        if getattr(args, "embeddings", None):
+            spec["embeddings"] = True
+        values["models"] = [{**model_arg(arg), **spec} for arg in args.models]
     return values
 
 
-def _model_arg(arg: str) -> dict[str, str]:
+def model_arg(arg: str) -> dict[str, str]:
     """``PATH`` or ``NAME=PATH``: the name is the model id clients ask for."""
     name, sep, path = arg.partition("=")
     if sep and name and "/" not in name:
         return {"name": name, "path": path}
     return {"path": arg}
+
+
+# -- the checks before anything starts -----------------------------------------------------
+def load_settings(args: argparse.Namespace) -> Settings:
+    try:
+        settings = _load_settings(overrides(args), config_file=args.config)
+    except SettingsError as exc:
+        raise StartupError(str(exc), 2) from None
+    discovers = settings.kubernetes is not None or settings.docker.discover
+    if not settings.backends and not settings.models and not discovers:
+        raise StartupError("nothing to serve; give --model PATH or --backend URL", 2)
+    settings, missing = resolve_models(settings)
+    if missing:
+        raise StartupError(
+            f"model file {missing[0]!r} does not exist, and no pulled model has that name "
+            f"in {models_folder(settings)}; give a GGUF path or `llama-gateway pull` it first"
+        )
+    for spec in settings.models:
+        for role, path in (("model file", spec.path), ("mmproj file", spec.mmproj)):
+            if path and not Path(path).expanduser().is_file():
+                raise StartupError(f"{role} {path!r} does not exist; check the path")
+    return settings
+
+
+def check_binary(settings: Settings) -> None:
+    if not settings.models or settings.runner_driver != "process":
+        return
+    from gateway.runners.binary import RunnerError, find_llama_server
+
+    try:
+        find_llama_server(settings.llama_server_bin, settings.cache_dir)
+    except RunnerError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def bind(settings: Settings) -> socket.socket:
+    """The listening socket, bound now, so that a busy port is found before any runner."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        sock.close()
+        where = f"{settings.host}:{settings.port}"
+        if exc.errno == 98:  # EADDRINUSE
+            raise StartupError(
+                f"port {settings.port} is already in use on {settings.host}; stop what holds "
+                "it or choose another with --port"
+            ) from None
+        raise StartupError(f"cannot listen on {where}: {exc.strerror}; check --host") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
 
 
 def _warn_about_access(settings: Settings) -> None:
@@ -94,58 +190,57 @@ def _warn_about_access(settings: Settings) -> None:
         )
 
 
-def serve(args: argparse.Namespace) -> int:
+# -- serving -------------------------------------------------------------------------------
+def serve_command(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args)
+        configure_logging(settings.log_level, log_format=settings.log_format)
+        check_binary(settings)
+        sock = bind(settings)
+    except StartupError as exc:
+        print(f"llama-gateway: {exc}", file=sys.stderr)
+        return exc.code
+    _warn_about_access(settings)
+    return serve(settings, sock)
+
+
+def serve(settings: Settings, sock: socket.socket) -> int:
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.cli.http_limits import HeaderLimits, limited_protocol
+    from gateway.cli.startup import QuietLifespan, failure_line
 
-    try:
-        settings = load_settings(_overrides(args), config_file=args.config)
-    except SettingsError as exc:
-        print(f"llama-gateway: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings.log_level)
-    discovers = settings.kubernetes is not None or settings.docker.discover
-    if not settings.backends and not settings.models and not discovers:
-        print(
-            "llama-gateway: nothing to serve; give --model PATH or --backend URL", file=sys.stderr
-        )
-        return 2
-    _warn_about_access(settings)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=limited_protocol(
+            HeaderLimits(
+                timeout=settings.header_timeout,
+                max_bytes=settings.max_header_bytes,
+                max_count=settings.max_header_count,
+            )
+        ),
         lifespan="on",
         access_log=False,
-        log_config=None,  # uvicorn's loggers go through configure_logging's JSON handler
+        log_config=None,  # uvicorn's loggers go through configure_logging's handler
         log_level=settings.log_level,
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=settings.keep_alive_timeout,  # type: ignore[arg-type]
+        limit_concurrency=settings.max_connections,
+        server_header=False,  # no product or version for a scanner to match
     )
+    config.load()
+    config.lifespan_class = QuietLifespan
     server = uvicorn.Server(config)
-    server.run()
-    # uvicorn reports a failed lifespan (runner would not start) only by not serving.
-    return 0 if server.started else 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="llama-gateway", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    _serve_parser(commands)
-    keys_cli.add_parser(commands)
-    models_cli.add_parser(commands)
-    args = parser.parse_args(argv)
-    if args.command == "serve":
-        return serve(args)
-    if args.command == "keys":
-        return keys_cli.run(args)
-    if args.command == "models":
-        return models_cli.run(args)
-    parser.error(f"unknown command {args.command}")
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    if server.started:
+        return 0
+    failure = getattr(server, "lifespan", None) and server.lifespan.failure  # type: ignore[attr-defined]
+    print(f"llama-gateway: {failure_line(failure)}", file=sys.stderr)
+    return 1

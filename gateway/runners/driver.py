@@ -47,7 +47,7 @@ def make_driver(settings: Settings) -> Driver:
     from gateway.runners.process import ProcessDriver
 
     return ProcessDriver(
-        find_llama_server(settings.llama_server_bin),
+        find_llama_server(settings.llama_server_bin, settings.cache_dir),
         api_key=settings.backend_api_key,
         hf_endpoint=settings.hf_endpoint,
     )

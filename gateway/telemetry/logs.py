@@ -1,8 +1,12 @@
-"""JSON logs, one object per line, for the whole process (the gateway's loggers, uvicorn's and
-the libraries'). Configured once, by the CLI, with :func:`configure_logging`.
+"""The process's logs (the gateway's loggers, uvicorn's and the libraries'), configured once,
+by the CLI, with :func:`configure_logging`: JSON, one object per line, for collectors; or
+readable lines (``HH:MM:SS level message key=value``) for a person at a terminal. ``auto``
+picks the second on a TTY.
 
-Fields passed with ``extra=`` become top-level keys. Secrets never leave: keys that name a
-credential are dropped and anything shaped like an API key in the message is masked.
+Fields passed with ``extra=`` become top-level keys (JSON) or ``key=value`` pairs (text).
+Secrets never leave: keys that name a credential are dropped and anything shaped like an API
+key in the message is masked. uvicorn's ``color_message`` (the message again, with ANSI
+colour codes) is dropped from both.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ import sys
 from datetime import UTC, datetime
 from typing import IO, Any
 
-__all__ = ["JsonFormatter", "configure_logging"]
+__all__ = ["JsonFormatter", "TextFormatter", "configure_logging"]
 
-#: Attributes every ``LogRecord`` has: not copied as extra fields.
+#: Attributes every ``LogRecord`` has, and uvicorn's ANSI copy of the message: not extras.
 _RECORD_FIELDS = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys() | {"message", "asctime"}
+    vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()
+    | {"message", "asctime", "color_message"}
 )
 _SECRET_FIELDS = re.compile(r"authorization|api_?key|secret|password|token$", re.IGNORECASE)
 #: Bearer credentials and the gateway's key shape (``sk-…``) anywhere in a message.
@@ -29,6 +34,18 @@ def _mask(text: str) -> str:
     return _SECRET_TEXT.sub(lambda m: (m.group(1) or "") + "[redacted]", text)
 
 
+def _extras(record: logging.LogRecord, taken: dict[str, Any]) -> dict[str, Any]:
+    """The ``extra=`` fields of ``record`` that may be shown."""
+    return {
+        name: value
+        for name, value in vars(record).items()
+        if name not in _RECORD_FIELDS
+        and not name.startswith("_")
+        and name not in taken
+        and not _SECRET_FIELDS.search(name)
+    }
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -37,12 +54,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": _mask(record.getMessage()),
         }
-        for name, value in vars(record).items():
-            if name in _RECORD_FIELDS or name.startswith("_") or name in entry:
-                continue
-            if _SECRET_FIELDS.search(name):
-                continue
-            entry[name] = value
+        entry.update(_extras(record, entry))
         if record.exc_info:
             entry["exception"] = _mask(self.formatException(record.exc_info))
         if record.stack_info:
@@ -50,10 +62,30 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-def configure_logging(level: str = "info", stream: IO[str] | None = None) -> None:
-    """Send every logger's records, as JSON lines, to ``stream`` (stderr by default)."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter())
+class TextFormatter(logging.Formatter):
+    """``12:00:01 info  message key=value``: local time, the level, the masked message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        line = f"{when} {record.levelname.lower():<7} {_mask(record.getMessage())}"
+        extras = _extras(record, {})
+        if extras:
+            line += " " + " ".join(f"{name}={value}" for name, value in extras.items())
+        if record.exc_info:
+            line += "\n" + _mask(self.formatException(record.exc_info))
+        return line
+
+
+def configure_logging(
+    level: str = "info", stream: IO[str] | None = None, log_format: str = "json"
+) -> None:
+    """Send every logger's records to ``stream`` (stderr by default) as ``log_format``:
+    ``json``, ``text``, or ``auto`` (text when ``stream`` is a terminal)."""
+    stream = stream or sys.stderr
+    if log_format == "auto":
+        log_format = "text" if stream.isatty() else "json"
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(TextFormatter() if log_format == "text" else JsonFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -1,4 +1,4 @@
-"""``gateway/cli.py``: flags become settings. No server is started: the parser is built the
+"""``gateway/cli/serve.py``: flags become settings. No server is started: the parser is built the
 way ``main`` builds it, and ``main`` is only called where it refuses before serving."""
 
 from __future__ import annotations
@@ -7,7 +7,10 @@ import argparse
 
 import pytest
 
-from gateway.cli import _model_arg, _overrides, _serve_parser, main
+from gateway.cli import main
+from gateway.cli.serve import add_parser as _serve_parser
+from gateway.cli.serve import model_arg as _model_arg
+from gateway.cli.serve import overrides as _overrides
 from gateway.config import SettingsError, load_settings
 
 

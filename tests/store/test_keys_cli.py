@@ -15,14 +15,8 @@ import pytest
 from tests.support.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
-# Until gateway/cli.py wires the subcommand, a parser made the way it will be.
-ENTRY = """
-import argparse, sys
-from gateway import keys_cli
-parser = argparse.ArgumentParser(prog="llama-gateway")
-keys_cli.add_parser(parser.add_subparsers(dest="command", required=True))
-sys.exit(keys_cli.run(parser.parse_args()))
-"""
+# The command line as installed: ``llama-gateway keys …``.
+ENTRY = "import sys; from gateway.cli import main; sys.exit(main())"
 
 
 class Cli:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import _overrides
+from gateway.cli.serve import overrides as _overrides
 from gateway.config import SettingsError, load_settings
 from gateway.errors import InvalidRequest
 from gateway.requests import Endpoint, parse
