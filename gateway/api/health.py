@@ -24,16 +24,18 @@ def health() -> dict:
 
 @get("/ready")
 async def ready(request: Request, pool: Pool, admission: Admission) -> Response:
-    """200 only while at least one backend can take requests and the store answers."""
+    """200 only while at least one backend can take requests and the store answers — asked
+    now (a ``PING`` of at most half a second), not as last seen."""
     backends = [
         {"backend": b.name, "model": b.model_id, "state": str(b.health), "slots": b.slots}
         for b in pool.backends
     ]
-    ok = pool.any_ready and admission.store_ok
+    store_ok = await admission.check_store()
+    ok = pool.any_ready and store_ok
     return Response(
         {
             "status": "ready" if ok else "unavailable",
-            "store": admission.store_ok,
+            "store": store_ok,
             # Backend addresses and models: not for anyone who can reach the port.
             **({"backends": backends} if may_see_internals(request) else {}),
         },

@@ -1,17 +1,32 @@
-"""Open the store: ``redis://`` (or ``rediss://``, ``unix://``) for a shared Redis, or
-``memory://`` for one process — fakeredis running the very same Lua scripts in-process."""
+"""Open the store: ``redis://`` (or ``rediss://``, ``unix://``) for a shared Redis,
+``redis+sentinel://`` for one watched by Redis Sentinel (a failover is followed without a
+restart), or ``memory://`` for one process — fakeredis running the very same Lua scripts
+in-process.
+
+A connection that broke since its last use (Redis restarted, or failed over) is found out by
+the command that next uses it; that command is sent once more on a fresh connection instead
+of failing, so the store works again with the first request after it is back. Connections
+idle for :data:`HEALTH_CHECK_INTERVAL` are checked with a ``PING`` first, so it is usually the
+``PING`` that finds them broken. A command whose connection broke while it ran may thus run
+twice: the scripts are written so that this is harmless (see ``docs/admission.md``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from typing import Any
+from urllib.parse import parse_qs, unquote
 
 import redis.asyncio as redis
 from redis import exceptions as redis_errors
 from redis.asyncio.client import Pipeline
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
@@ -24,6 +39,18 @@ POOL_SIZE = 512
 #: redis-py's default pool refuses at once with "Too many connections", which would turn a
 #: burst into 503s.
 POOL_WAIT = 10.0
+#: Seconds a pooled connection may sit idle before it is checked with a ``PING`` on reuse.
+HEALTH_CHECK_INTERVAL = 2.0
+#: Seconds to connect to Redis or to a Sentinel before it counts as unreachable.
+CONNECT_TIMEOUT = 2.0
+#: One more try, on a fresh connection, for a command whose connection broke — not for a
+#: timeout (a command that timed out may still be running).
+RETRY = Retry(
+    ExponentialBackoff(cap=0.2, base=0.02),
+    retries=1,
+    supported_errors=(redis_errors.ConnectionError,),
+)
+SENTINEL_SCHEME = "redis+sentinel://"
 
 
 class WaitingConnectionPool(redis.ConnectionPool):
@@ -60,7 +87,90 @@ class WaitingConnectionPool(redis.ConnectionPool):
             self._free.release()
 
 
+class WaitingSentinelPool(WaitingConnectionPool, SentinelConnectionPool):
+    """:class:`WaitingConnectionPool`'s waiting for connections to the primary that
+    Sentinel names (asked again on each new connection, so a failover is followed)."""
+
+
+def _connection_options() -> dict[str, Any]:
+    return {
+        "max_connections": POOL_SIZE,
+        "timeout": POOL_WAIT,
+        "decode_responses": False,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_keepalive": True,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+        "retry": RETRY,
+        "retry_on_error": [redis_errors.ConnectionError],
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class SentinelURL:
+    """``redis+sentinel://[[user]:password@]host1:port1[,host2:port2…]/service[/db]
+    [?sentinel_password=…]``: the Sentinels to ask, the service (master) name they watch,
+    the database; the password is the data nodes'; the Sentinels' own, if they have one, is
+    ``sentinel_password``."""
+
+    sentinels: list[tuple[str, int]]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> SentinelURL:
+        if not url.startswith(SENTINEL_SCHEME):
+            raise ValueError(f"not a {SENTINEL_SCHEME} URL")
+        rest, _, query = url[len(SENTINEL_SCHEME) :].partition("?")
+        netloc, _, path = rest.partition("/")
+        auth, _, hosts = netloc.rpartition("@")
+        username, _, password = auth.partition(":") if auth else ("", "", "")
+        sentinels = []
+        for host in hosts.split(","):
+            name, _, port = host.strip().rpartition(":")
+            if not name or not port.isdigit():
+                raise ValueError(f"{SENTINEL_SCHEME} needs host:port pairs, not {host!r}")
+            sentinels.append((name.strip("[]"), int(port)))
+        parts = [unquote(p) for p in path.split("/") if p]
+        if not parts or len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+            raise ValueError(f"{SENTINEL_SCHEME}…/service_name[/db]: not {path!r}")
+        options = parse_qs(query)
+        return cls(
+            sentinels=sentinels,
+            service=parts[0],
+            db=int(parts[1]) if len(parts) == 2 else 0,
+            username=unquote(username) or None,
+            password=unquote(password) or None,
+            sentinel_password=options.get("sentinel_password", [None])[0],
+        )
+
+
+def connect_sentinel(url: str) -> redis.Redis:
+    """A client of the primary that the Sentinels of ``url`` name, failover included."""
+    target = SentinelURL.parse(url)
+    sentinel = Sentinel(
+        target.sentinels,
+        sentinel_kwargs={
+            "password": target.sentinel_password,
+            "socket_connect_timeout": CONNECT_TIMEOUT,
+            "socket_timeout": CONNECT_TIMEOUT,
+        },
+    )
+    return sentinel.master_for(
+        target.service,
+        connection_pool_class=WaitingSentinelPool,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        **_connection_options(),
+    )
+
+
 def connect(url: str) -> redis.Redis:
+    if url.startswith(SENTINEL_SCHEME):
+        return connect_sentinel(url)
     if url.startswith("memory://"):
         from fakeredis import FakeServer, aioredis
 
@@ -71,16 +181,7 @@ def connect(url: str) -> redis.Redis:
             max_connections=POOL_SIZE,
             timeout=POOL_WAIT,
         )
-    pool = WaitingConnectionPool.from_url(
-        url,
-        max_connections=POOL_SIZE,
-        timeout=POOL_WAIT,
-        decode_responses=False,
-        socket_connect_timeout=2.0,
-        socket_keepalive=True,
-        health_check_interval=10,
-        retry_on_timeout=False,
-    )
+    pool = WaitingConnectionPool.from_url(url, **_connection_options())
     return redis.Redis(connection_pool=pool)
 
 
@@ -134,10 +235,15 @@ async def round_trip(pipe: Pipeline) -> list[Any]:
 
 @contextlib.contextmanager
 def reachable(store: str) -> Iterator[None]:
-    """Redis down or still loading: the client gets a 503 with ``Retry-After``, not a 500."""
+    """Redis down, still loading, or a primary since demoted (``READONLY``: a failover the
+    client has not followed yet): the client gets a 503 with ``Retry-After``, not a 500."""
     try:
         yield
-    except (redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+    except (
+        redis_errors.ConnectionError,
+        redis_errors.TimeoutError,
+        redis_errors.ReadOnlyError,
+    ) as exc:
         raise Unavailable(
             f"The gateway's {store} is unreachable; try again shortly.", retry_after=1.0
         ) from exc

@@ -48,7 +48,8 @@ def limit(key_id: str, what: str) -> str:
 # -- admission: slot leases and the fair queue (tag: the model) ----------------------------
 # The admission scripts derive every key of a model from its prefix (see admission_lib.lua):
 # ``leases:<backend>`` ZSET, ``q:keys`` ZSET, ``q:k:<key id>`` ZSET, ``w:<waiter>`` HASH,
-# ``q:n``, ``q:seq``, ``vt`` STRING and ``ft`` HASH — all in the model's hash slot.
+# ``q:n``, ``q:seq``, ``vt`` STRING, ``ft`` HASH and ``r:<replica>`` STRING — all in the
+# model's hash slot.
 def model_prefix(model: str) -> str:
     """The prefix of every admission key of one model."""
     return f"{PREFIX}:{{{model}}}:"
@@ -62,6 +63,13 @@ def leases(model: str, backend: str) -> str:
 def queue_keys(model: str) -> str:
     """ZSET API key id -> finish tag of its head waiter: which key is served next."""
     return f"{model_prefix(model)}q:keys"
+
+
+def replica_record(model: str, replica: str) -> str:
+    """STRING ``<alive until, ms>,<backend>,<backend>,…,``: one gateway replica's heartbeat
+    (renewed with its leases) and the backends of the model it can use. A waiter is granted
+    only a backend its replica's record lists, and dropped once the record has lapsed."""
+    return f"{model_prefix(model)}r:{replica}"
 
 
 def grants(replica: str) -> str:

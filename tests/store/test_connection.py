@@ -1,6 +1,7 @@
-"""The store's connection pool under a burst: more concurrent commands than connections wait
-for one instead of failing (redis-py's default pool refuses at once, which the gateway would
-have answered with 503s)."""
+"""The store's connections: under a burst, more concurrent commands than connections wait for
+one instead of failing (redis-py's default pool refuses at once, which the gateway would have
+answered with 503s); after a Redis restart the broken ones are replaced, not failed; and the
+``redis+sentinel://`` URL form."""
 
 from __future__ import annotations
 
@@ -9,13 +10,18 @@ import asyncio
 import pytest
 from redis import exceptions as redis_errors
 
+from gateway.config import SettingsError, load_settings
+from gateway.errors import Unavailable
 from gateway.store.connection import (
     POOL_SIZE,
+    SentinelURL,
     WaitingConnectionPool,
     connect,
     execute,
     queue_script,
+    reachable,
 )
+from tests.support.redis_server import RedisServer
 
 
 async def test_a_burst_larger_than_the_pool_waits_instead_of_failing(store_url: str) -> None:
@@ -63,3 +69,63 @@ async def test_a_pipelined_script_redis_forgot_runs_once_by_its_text(store_url: 
         assert await client.script_exists(count.sha) == [True]
     finally:
         await client.aclose()
+
+
+async def test_connections_broken_by_a_restart_are_replaced_by_the_next_command(
+    tmp_path,
+) -> None:
+    """#15 item 3: after a Redis restart every pooled connection is broken; without a retry,
+    each one failed the first command that drew it (a burst of 503s, for seconds)."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    client = connect(server.url)
+    try:
+        await asyncio.gather(*(client.incr("n") for _ in range(100)))  # 100 pooled
+        server.restart()
+        replies = await asyncio.gather(
+            *(client.incr("n") for _ in range(100)), return_exceptions=True
+        )
+        assert [r for r in replies if isinstance(r, Exception)] == []
+        assert int(await client.get("n")) == 200  # each command ran once (AOF kept 100)
+    finally:
+        await client.aclose()
+        server.stop()
+
+
+async def test_commands_to_a_stopped_redis_fail_fast_as_unavailable(tmp_path) -> None:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    client = connect(server.url)
+    try:
+        await client.ping()
+        server.stop()
+        with pytest.raises(Unavailable), reachable("admission store"):
+            await asyncio.wait_for(client.ping(), 10)  # refused: no hang
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("url", "parsed"),
+    [
+        (
+            "redis+sentinel://:s%40cret@10.0.0.1:26379,10.0.0.2:26380/gateway/2",
+            SentinelURL([("10.0.0.1", 26379), ("10.0.0.2", 26380)], "gateway", 2, None, "s@cret"),
+        ),
+        (
+            "redis+sentinel://app:pw@h:1/svc?sentinel_password=x",
+            SentinelURL([("h", 1)], "svc", 0, "app", "pw", "x"),
+        ),
+    ],
+)
+def test_sentinel_urls(url: str, parsed: SentinelURL) -> None:
+    assert SentinelURL.parse(url) == parsed
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis+sentinel://h1/svc", "redis+sentinel://h:1/", "redis+sentinel://h:1/svc/x"],
+)
+def test_a_bad_sentinel_url_is_a_settings_error(url: str) -> None:
+    with pytest.raises(SettingsError, match="redis_url"):
+        load_settings({"redis_url": url}, environ={})

@@ -18,13 +18,20 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def redis_binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+    return binary
+
+
 class RedisServer:
-    def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
-        self.binary = binary
+    """``extra``: more ``redis-server`` arguments (``--replicaof host port`` for a replica)."""
+
+    def __init__(self, workdir: Path, *extra: str) -> None:
+        self.binary = redis_binary()
         self.workdir = workdir
+        self.extra = extra
         self.port = _free_port()
         self.process: subprocess.Popen | None = None
 
@@ -51,6 +58,7 @@ class RedisServer:
                 "",
                 "--protected-mode",
                 "no",
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -68,6 +76,12 @@ class RedisServer:
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
+            self.process.wait(10)
+
+    def kill(self) -> None:
+        """``kill -9``: no shutdown, no last AOF write, connections cut."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
             self.process.wait(10)
 
     def restart(self) -> None:
