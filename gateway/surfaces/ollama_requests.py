@@ -412,8 +412,9 @@ def _think(body: dict[str, Any], out: dict[str, Any]) -> None:
 
 
 def _format(value: Any, out: dict[str, Any], *, chat: bool) -> None:
-    """``format``: "json" or a JSON schema, as a grammar-constrained answer. Chat takes
-    ``response_format``; llama-server's completions read ``json_schema`` only."""
+    """``format``: "json" or a JSON schema, as a grammar-constrained answer. Both go as a
+    schema ("json": any object): llama-server leaves a bare ``json_object`` unconstrained.
+    Chat takes ``response_format``; llama-server's completions read ``json_schema`` only."""
     if value is None or value == "":
         return
     if value == "json":
@@ -424,15 +425,13 @@ def _format(value: Any, out: dict[str, Any], *, chat: bool) -> None:
         raise InvalidRequest(
             f'invalid format {value!r}: use "json" or a JSON schema object', param="format"
         )
-    if not chat:
-        out["json_schema"] = schema
-    elif value == "json":
-        out["response_format"] = {"type": "json_object"}
-    else:
+    if chat:
         out["response_format"] = {
             "type": "json_schema",
             "json_schema": {"name": "format", "schema": schema},
         }
+    else:
+        out["json_schema"] = schema
 
 
 def _logprobs(body: dict[str, Any], out: dict[str, Any]) -> None:
