@@ -40,6 +40,7 @@ from gateway.store.connection import connect
 from gateway.store.limits import Limiter
 from gateway.surfaces import anthropic, native, ollama, openai
 from gateway.surfaces.errors import EXCEPTION_HANDLERS
+from gateway.surfaces.openapi import OPENAPI_CONFIG
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.recent import RecentRequests
 from gateway.telemetry.request import RequestTelemetryMiddleware
@@ -193,7 +194,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         state=state,
         request_max_body_size=settings.max_body_bytes,
         cors_config=_cors(settings),
-        openapi_config=None,
+        openapi_config=OPENAPI_CONFIG,
         logging_config=None,  # the CLI configures logging (JSON), once for the process
         debug=False,
     )

@@ -15,6 +15,7 @@ from gateway.errors import InvalidRequest
 from gateway.exchange import Dispatcher
 from gateway.requests import Endpoint, ParsedRequest, parse
 from gateway.surfaces import Surface
+from gateway.surfaces.openapi import documented
 from gateway.surfaces.proxy import proxy
 
 __all__ = ["ANTHROPIC_ROUTER"]
@@ -28,12 +29,20 @@ def _parse(endpoint: Endpoint, raw: bytes) -> ParsedRequest:
     return parsed
 
 
-@post("/v1/messages", status_code=200)
+@post(
+    "/v1/messages",
+    status_code=200,
+    operation_class=documented(Endpoint.MESSAGES, Surface.ANTHROPIC),
+)
 async def messages(request: Request, dispatcher: Dispatcher) -> Response:
     return await proxy(request, dispatcher, _parse(Endpoint.MESSAGES, await request.body()))
 
 
-@post("/v1/messages/count_tokens", status_code=200)
+@post(
+    "/v1/messages/count_tokens",
+    status_code=200,
+    operation_class=documented(Endpoint.MESSAGES_COUNT_TOKENS, Surface.ANTHROPIC),
+)
 async def count_tokens(request: Request, dispatcher: Dispatcher) -> Response:
     raw = await request.body()
     return await proxy(request, dispatcher, _parse(Endpoint.MESSAGES_COUNT_TOKENS, raw))

@@ -17,6 +17,7 @@ from gateway.errors import InvalidRequest
 from gateway.exchange import Dispatcher
 from gateway.requests import Endpoint, parse
 from gateway.surfaces import Surface
+from gateway.surfaces.openapi import documented
 from gateway.surfaces.proxy import proxy
 
 __all__ = ["NATIVE_ROUTER"]
@@ -47,37 +48,49 @@ async def _proxy(endpoint: Endpoint, request: Request, dispatcher: Dispatcher) -
     return await proxy(request, dispatcher, parsed)
 
 
-@post("/completion", status_code=200)
+@post(
+    "/completion", status_code=200, operation_class=documented(Endpoint.COMPLETION, Surface.OPENAI)
+)
 async def completion(request: Request, dispatcher: Dispatcher) -> Response:
     return await _proxy(Endpoint.COMPLETION, request, dispatcher)
 
 
-@post("/infill", status_code=200)
+@post("/infill", status_code=200, operation_class=documented(Endpoint.INFILL, Surface.OPENAI))
 async def infill(request: Request, dispatcher: Dispatcher) -> Response:
     return await _proxy(Endpoint.INFILL, request, dispatcher)
 
 
-@post("/embedding", status_code=200)
+@post("/embedding", status_code=200, operation_class=documented(Endpoint.EMBEDDING, Surface.OPENAI))
 async def embedding(request: Request, dispatcher: Dispatcher) -> Response:
     return await _proxy(Endpoint.EMBEDDING, request, dispatcher)
 
 
-@post("/tokenize", status_code=200)
+@post("/tokenize", status_code=200, operation_class=documented(Endpoint.TOKENIZE, Surface.OPENAI))
 async def tokenize(request: Request, dispatcher: Dispatcher) -> Response:
     return await _proxy(Endpoint.TOKENIZE, request, dispatcher)
 
 
-@post("/detokenize", status_code=200)
+@post(
+    "/detokenize", status_code=200, operation_class=documented(Endpoint.DETOKENIZE, Surface.OPENAI)
+)
 async def detokenize(request: Request, dispatcher: Dispatcher) -> Response:
     return await _proxy(Endpoint.DETOKENIZE, request, dispatcher)
 
 
-@post("/apply-template", status_code=200)
+@post(
+    "/apply-template",
+    status_code=200,
+    operation_class=documented(Endpoint.APPLY_TEMPLATE, Surface.OPENAI),
+)
 async def apply_template(request: Request, dispatcher: Dispatcher) -> Response:
     return await _proxy(Endpoint.APPLY_TEMPLATE, request, dispatcher)
 
 
-@post(["/v1/rerank", "/v1/reranking", "/rerank", "/reranking"], status_code=200)
+@post(
+    ["/v1/rerank", "/v1/reranking", "/rerank", "/reranking"],
+    status_code=200,
+    operation_class=documented(Endpoint.RERANK, Surface.OPENAI),
+)
 async def rerank(request: Request, dispatcher: Dispatcher) -> Response:
     return await _proxy(Endpoint.RERANK, request, dispatcher)
 

@@ -14,6 +14,7 @@ from gateway.pool.pool import Pool
 from gateway.requests import Endpoint, parse
 from gateway.runners.scheduler import Scheduler
 from gateway.surfaces import Surface
+from gateway.surfaces.openapi import documented
 from gateway.surfaces.proxy import proxy
 
 
@@ -21,29 +22,47 @@ async def _proxy(endpoint: Endpoint, request: Request, dispatcher: Dispatcher) -
     return await proxy(request, dispatcher, parse(endpoint, await request.body()))
 
 
-@post("/v1/chat/completions", status_code=200)
+@post(
+    "/v1/chat/completions",
+    status_code=200,
+    operation_class=documented(Endpoint.CHAT, Surface.OPENAI),
+)
 async def chat_completions(request: Request, dispatcher: Dispatcher) -> Response:
     return await _proxy(Endpoint.CHAT, request, dispatcher)
 
 
-@post("/v1/completions", status_code=200)
+@post(
+    "/v1/completions",
+    status_code=200,
+    operation_class=documented(Endpoint.COMPLETIONS, Surface.OPENAI),
+)
 async def completions(request: Request, dispatcher: Dispatcher) -> Response:
     return await _proxy(Endpoint.COMPLETIONS, request, dispatcher)
 
 
-@post("/v1/embeddings", status_code=200)
+@post(
+    "/v1/embeddings",
+    status_code=200,
+    operation_class=documented(Endpoint.EMBEDDINGS, Surface.OPENAI),
+)
 async def embeddings(request: Request, dispatcher: Dispatcher) -> Response:
     return await _proxy(Endpoint.EMBEDDINGS, request, dispatcher)
 
 
-@post("/v1/responses", status_code=200)
+@post(
+    "/v1/responses", status_code=200, operation_class=documented(Endpoint.RESPONSES, Surface.OPENAI)
+)
 async def responses(request: Request, dispatcher: Dispatcher) -> Response:
     """OpenAI's Responses API, as llama-server serves it (stateless: no ``previous_response_id``
     store — llama-server keeps none either)."""
     return await _proxy(Endpoint.RESPONSES, request, dispatcher)
 
 
-@post("/v1/responses/input_tokens", status_code=200)
+@post(
+    "/v1/responses/input_tokens",
+    status_code=200,
+    operation_class=documented(Endpoint.RESPONSES_INPUT_TOKENS, Surface.OPENAI),
+)
 async def responses_input_tokens(request: Request, dispatcher: Dispatcher) -> Response:
     return await _proxy(Endpoint.RESPONSES_INPUT_TOKENS, request, dispatcher)
 

@@ -11,6 +11,7 @@ import httpx
 import msgspec
 import openai
 import pytest
+from openapi_spec_validator import validate
 
 from tests.support.processes import Gateway, LlamaServer
 
@@ -325,3 +326,40 @@ def test_rerank_refused_by_a_chat_runner_passes_through(gateway: Gateway) -> Non
     )
     assert answer.status_code == 501
     assert "reranking" in answer.json()["error"]["message"]
+
+
+# -- the gateway's own OpenAPI document --------------------------------------------------------
+
+
+def test_openapi_document_describes_every_api_route(gateway: Gateway) -> None:
+    answer = httpx.get(f"{gateway.url}/openapi.json")
+    assert answer.status_code == 200
+    document = answer.json()
+    validate(document)  # a valid OpenAPI 3.1 document
+    paths = document["paths"]
+    for path in (
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/responses",
+        "/v1/models/{model_id}",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+        "/v1/rerank",
+        "/completion",
+        "/tokenize",
+        "/detokenize",
+        "/apply-template",
+    ):
+        assert path in paths, path
+    chat = paths["/v1/chat/completions"]["post"]
+    schema = chat["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["required"] == ["model", "messages"]
+    assert schema["properties"]["max_tokens"] == {"type": "integer", "minimum": 1}
+    openai_error = chat["responses"]["429"]["content"]["application/json"]["schema"]
+    assert openai_error["required"] == ["error"]
+    anthropic_error = paths["/v1/messages"]["post"]["responses"]["400"]["content"][
+        "application/json"
+    ]["schema"]
+    assert anthropic_error["properties"]["type"] == {"const": "error"}
+    assert set(document["components"]["securitySchemes"]) == {"bearer", "x-api-key"}
