@@ -10,67 +10,16 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis
 
-from gateway.admission.leases import Admission, Lease, Ticket
 from gateway.errors import QueueFull, QueueTimeout
-from gateway.pool.backend import Backend, Health
 from gateway.store import keys
-from gateway.store.admission import AdmissionStore
-from gateway.upstream.client import BackendClient
-
-MODEL = "smollm2"
-
-
-def _backend(port: int, slots: int) -> Backend:
-    backend = Backend(f"http://127.0.0.1:{port}", BackendClient(f"http://127.0.0.1:{port}"))
-    backend.health, backend.model_id, backend.slots = Health.READY, MODEL, slots
-    return backend
-
-
-class Replica:
-    """One gateway replica's admission over a fixed set of backends."""
-
-    def __init__(
-        self,
-        client: redis.Redis,
-        backends: list[Backend],
-        *,
-        lease_ttl: float = 15,
-        grant_ttl: float | None = None,
-        queue_size: int = 100,
-        queue_timeout: float = 10,
-    ) -> None:
-        self.backends = backends
-        grant_ttl = lease_ttl * 2 / 3 if grant_ttl is None else grant_ttl
-        self.admission = Admission(
-            AdmissionStore(client, lease_ttl=lease_ttl, grant_ttl=grant_ttl),
-            backends=lambda model: [b for b in self.backends if b.model_id == model],
-            by_name=lambda name: next((b for b in self.backends if b.name == name), None),
-            queue_size=queue_size,
-            queue_timeout=queue_timeout,
-            lease_ttl=lease_ttl,
-        )
-        self._task: asyncio.Task | None = None
-
-    def start(self) -> Replica:
-        self._task = asyncio.create_task(self.admission.run())
-        return self
-
-    async def stop(self) -> None:
-        if self._task:
-            await self.admission.stop()
-            await asyncio.wait_for(self._task, 5)
-
-    async def acquire(self, key: str = "k", **ticket) -> Lease:
-        return await self.admission.acquire(
-            MODEL, list(self.backends), ticket=Ticket(key_id=key, **ticket)
-        )
+from tests.store.replicas import MODEL, Replica, backend
 
 
 @pytest.fixture
 async def two_replicas(client: redis.Redis, other_client: redis.Redis) -> AsyncIterator[tuple]:
     # Both replicas see the same backends (names), through their own Backend objects.
-    a = Replica(client, [_backend(9001, 2), _backend(9002, 2)]).start()
-    b = Replica(other_client, [_backend(9001, 2), _backend(9002, 2)]).start()
+    a = Replica(client, [backend(9001, 2), backend(9002, 2)]).start()
+    b = Replica(other_client, [backend(9001, 2), backend(9002, 2)]).start()
     yield a, b
     await a.stop()
     await b.stop()
@@ -103,7 +52,7 @@ async def test_leases_never_exceed_slots_across_replicas(
 
 
 async def test_a_light_key_is_not_starved_by_a_flood(client: redis.Redis) -> None:
-    replica = Replica(client, [_backend(9001, 1)]).start()
+    replica = Replica(client, [backend(9001, 1)]).start()
     try:
         first = await replica.acquire("flood")
         flood = [asyncio.create_task(replica.acquire("flood")) for _ in range(30)]
@@ -129,7 +78,7 @@ async def test_a_light_key_is_not_starved_by_a_flood(client: redis.Redis) -> Non
 
 
 async def test_priority_within_a_key(client: redis.Redis) -> None:
-    replica = Replica(client, [_backend(9001, 1)]).start()
+    replica = Replica(client, [backend(9001, 1)]).start()
     try:
         held = await replica.acquire()
         low = asyncio.create_task(replica.acquire(priority=0))
@@ -148,8 +97,8 @@ async def test_priority_within_a_key(client: redis.Redis) -> None:
 async def test_a_dead_replicas_leases_expire(
     client: redis.Redis, other_client: redis.Redis
 ) -> None:
-    dead = Replica(client, [_backend(9001, 1)], lease_ttl=0.6)  # never started: no renewals
-    live = Replica(other_client, [_backend(9001, 1)], lease_ttl=0.6).start()
+    dead = Replica(client, [backend(9001, 1)], lease_ttl=0.6)  # never started: no renewals
+    live = Replica(other_client, [backend(9001, 1)], lease_ttl=0.6).start()
     try:
         await dead.acquire()
         waiting = asyncio.create_task(live.acquire())
@@ -162,7 +111,7 @@ async def test_a_dead_replicas_leases_expire(
 
 
 async def test_running_leases_are_renewed(client: redis.Redis) -> None:
-    replica = Replica(client, [_backend(9001, 1)], lease_ttl=0.6).start()
+    replica = Replica(client, [backend(9001, 1)], lease_ttl=0.6).start()
     try:
         lease = await replica.acquire()
         await asyncio.sleep(1.5)  # well past the TTL: renewals kept it
@@ -173,7 +122,7 @@ async def test_running_leases_are_renewed(client: redis.Redis) -> None:
 
 
 async def test_full_queue_and_deadline(client: redis.Redis) -> None:
-    replica = Replica(client, [_backend(9001, 1)], queue_size=1, queue_timeout=0.3).start()
+    replica = Replica(client, [backend(9001, 1)], queue_size=1, queue_timeout=0.3).start()
     try:
         held = await replica.acquire()
         waiter = asyncio.create_task(replica.acquire())
@@ -192,7 +141,7 @@ async def test_full_queue_and_deadline(client: redis.Redis) -> None:
 
 
 async def test_a_cancelled_waiter_leaves_the_queue(client: redis.Redis) -> None:
-    replica = Replica(client, [_backend(9001, 1)]).start()
+    replica = Replica(client, [backend(9001, 1)]).start()
     try:
         held = await replica.acquire()
         waiter = asyncio.create_task(replica.acquire())
@@ -208,7 +157,7 @@ async def test_a_cancelled_waiter_leaves_the_queue(client: redis.Redis) -> None:
 
 
 async def test_excluded_backend_is_not_granted(client: redis.Redis) -> None:
-    replica = Replica(client, [_backend(9001, 1), _backend(9002, 1)]).start()
+    replica = Replica(client, [backend(9001, 1), backend(9002, 1)]).start()
     try:
         first, second = replica.backends
         lease = await replica.admission.acquire(MODEL, [first, second], exclude=frozenset({first}))
@@ -219,7 +168,7 @@ async def test_excluded_backend_is_not_granted(client: redis.Redis) -> None:
 
 
 async def test_a_flood_cannot_lock_other_keys_out_of_a_full_queue(client: redis.Redis) -> None:
-    replica = Replica(client, [_backend(9001, 1)], queue_size=3).start()
+    replica = Replica(client, [backend(9001, 1)], queue_size=3).start()
     try:
         held = await replica.acquire("flood")
         flood = [asyncio.create_task(replica.acquire("flood")) for _ in range(3)]
@@ -249,14 +198,14 @@ async def test_a_flood_cannot_lock_other_keys_out_of_a_full_queue(client: redis.
         await replica.stop()
 
 
-async def test_a_slot_is_granted_only_to_a_waiter_whose_replica_has_that_backend(
+async def test_a_slot_is_granted_only_to_a_waiter_whose_replica_has_thatbackend(
     client: redis.Redis, other_client: redis.Redis
 ) -> None:
     """#15 item 4: replicas share a Redis and a model id, not their backends. A slot freed on
     B's backend must not go to A's waiter (A cannot use it: the grant was dropped, the waiter
     got 503 and the slot stayed taken); it stays free for B, and A's waiter gets A's slot."""
-    a = Replica(client, [_backend(9001, 1)]).start()
-    b = Replica(other_client, [_backend(9002, 1)]).start()
+    a = Replica(client, [backend(9001, 1)]).start()
+    b = Replica(other_client, [backend(9002, 1)]).start()
     try:
         on_a, on_b = await a.acquire(), await b.acquire()
         waiting_on_a = asyncio.create_task(a.acquire())
@@ -281,8 +230,8 @@ async def test_a_waiter_behind_one_that_cannot_use_the_free_slot_gets_it(
 ) -> None:
     """One key (``--no-auth``: every request is "anonymous") queued on two replicas with
     different backends: the head waiter (A's) does not hold B's waiter off B's free slot."""
-    a = Replica(client, [_backend(9001, 1)]).start()
-    b = Replica(other_client, [_backend(9002, 1)]).start()
+    a = Replica(client, [backend(9001, 1)]).start()
+    b = Replica(other_client, [backend(9002, 1)]).start()
     try:
         on_a, on_b = await a.acquire(), await b.acquire()
         first = asyncio.create_task(a.acquire())
@@ -306,8 +255,8 @@ async def test_a_dead_replicas_waiters_are_skipped_when_its_slots_expire(
     """#15 item 5: a replica killed with ``kill -9`` leaves a lease and a waiter queued ahead of
     a live replica's. Once its lease expires the slot goes to the live waiter — not to the
     dead one, whose grant would hold the slot for one more grant TTL (here 30 s)."""
-    dead = Replica(client, [_backend(9001, 1)], lease_ttl=0.6, grant_ttl=30)  # no upkeep
-    live = Replica(other_client, [_backend(9001, 1)], lease_ttl=0.6, grant_ttl=30).start()
+    dead = Replica(client, [backend(9001, 1)], lease_ttl=0.6, grant_ttl=30)  # no upkeep
+    live = Replica(other_client, [backend(9001, 1)], lease_ttl=0.6, grant_ttl=30).start()
     try:
         await dead.acquire()
         queued_dead = asyncio.create_task(dead.acquire())
@@ -326,7 +275,7 @@ async def test_a_dead_replicas_waiters_are_skipped_when_its_slots_expire(
 
 async def test_a_live_replica_keeps_its_waiters_past_the_lease_ttl(client: redis.Redis) -> None:
     """The heartbeat keeps a live replica's waiters queued however long they wait."""
-    replica = Replica(client, [_backend(9001, 1)], lease_ttl=0.6).start()
+    replica = Replica(client, [backend(9001, 1)], lease_ttl=0.6).start()
     try:
         held = await replica.acquire()
         waiting = asyncio.create_task(replica.acquire())
@@ -341,7 +290,7 @@ async def test_a_live_replica_keeps_its_waiters_past_the_lease_ttl(client: redis
 async def test_waiters_the_store_lost_are_queued_again(client: redis.Redis) -> None:
     """A store that comes back empty (no persistence) lost the queue: the replica queues its
     waiters again when it sees the store back, and they are served."""
-    replica = Replica(client, [_backend(9001, 1)]).start()
+    replica = Replica(client, [backend(9001, 1)]).start()
     try:
         held = await replica.acquire()
         waiting = asyncio.create_task(replica.acquire())

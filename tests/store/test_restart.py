@@ -14,7 +14,7 @@ from gateway.errors import RateLimited
 from gateway.store.apikeys import KeyStore
 from gateway.store.connection import connect
 from gateway.store.limits import Limiter
-from tests.store.test_admission import Replica, _backend
+from tests.store.replicas import Replica, backend
 from tests.support.redis_server import RedisServer
 
 
@@ -60,7 +60,7 @@ async def test_queued_requests_resume_as_soon_as_the_store_is_back(
     """#15 item 3: a lease given back while Redis was down stayed taken until its TTL (here 60
     s, past the waiter's 20 s deadline); the release is sent again when the store is back, so
     the request queued before the outage gets the slot then."""
-    replica = Replica(connect(own_server.url), [_backend(9001, 1)], lease_ttl=60, queue_timeout=20)
+    replica = Replica(connect(own_server.url), [backend(9001, 1)], lease_ttl=60, queue_timeout=20)
     replica.start()
     try:
         held = await replica.acquire()
