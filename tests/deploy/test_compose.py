@@ -102,7 +102,8 @@ def test_monitoring_is_provisioned(gpu_project) -> None:
     assert prometheus_mounts["/etc/prometheus/prometheus.yml"]["source"] == str(
         DEPLOY / "prometheus" / "prometheus.yml"
     )
-    assert [s["source"] for s in services["prometheus"]["secrets"]] == ["runner_api_key"]
+    secrets = [s["source"] for s in services["prometheus"]["secrets"]]
+    assert secrets == ["runner_api_key", "metrics_token"]
     grafana_mounts = {v["target"]: v["source"] for v in services["grafana"]["volumes"]}
     assert grafana_mounts["/etc/grafana/provisioning"] == str(DEPLOY / "grafana" / "provisioning")
     assert grafana_mounts["/var/lib/grafana/dashboards"] == str(DEPLOY / "grafana" / "dashboards")

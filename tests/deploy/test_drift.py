@@ -158,8 +158,9 @@ def test_prometheus_scrapes_the_real_endpoints(gateway_paths, compose, example_e
         every_runner |= {n for n in services if n.startswith("runner-")}
     assert set(sd["names"]) == every_runner
     prometheus = compose(env=example_env).project["services"]["prometheus"]
-    (secret,) = prometheus["secrets"]
-    assert runners["authorization"]["credentials_file"] == f"/run/secrets/{secret['target']}"
+    targets = {s["source"]: s["target"] for s in prometheus["secrets"]}
+    credentials = f"/run/secrets/{targets['runner_api_key']}"
+    assert runners["authorization"]["credentials_file"] == credentials
 
 
 # ---- Helm ------------------------------------------------------------------------------------
@@ -270,3 +271,70 @@ def test_helm_extra_env_takes_real_settings_only(render, chart, helm, setting_na
     assert load_settings(environ=env).queue_size == 512
     with pytest.raises(helm.HelmValuesError):
         chart.validate_schema({"gateway": {"extraEnv": {"QUEUE_SIZE": "512"}}})
+
+
+# ---- the safe choices (#15 item 12) ------------------------------------------------------------
+
+
+def test_compose_protects_the_gateways_internals(project, example_env) -> None:
+    """Admin token (for /runners and /ready's details) and metrics token set, CORS off; and
+    Prometheus scrapes /metrics with the very token the gateway wants."""
+    env = project["services"]["gateway"]["environment"]
+    settings = load_settings(environ=env)
+    assert settings.admin_token and settings.metrics_token == example_env["METRICS_TOKEN"]
+    assert settings.metrics_token != settings.admin_token
+    assert settings.cors_origins == []
+    assert project["secrets"]["metrics_token"]["environment"] == "METRICS_TOKEN"
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "llama-gateway")
+    targets = {s["source"]: s["target"] for s in project["services"]["prometheus"]["secrets"]}
+    assert job["authorization"] == {
+        "type": "Bearer",
+        "credentials_file": f"/run/secrets/{targets['metrics_token']}",
+    }
+
+
+def test_compose_refuses_to_start_without_a_metrics_token(compose, example_env) -> None:
+    env = {k: v for k, v in example_env.items() if k != "METRICS_TOKEN"}
+    run = compose(env=env)
+    assert run.returncode != 0 and "METRICS_TOKEN" in run.stderr
+
+
+def test_helm_protects_the_gateways_internals(rendered: Rendered) -> None:
+    container, env = helm_gateway_env(rendered)
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    metrics_ref = refs["LLAMA_GATEWAY_METRICS_TOKEN"]
+    assert metrics_ref["key"] == "metrics-token"
+    assert refs["LLAMA_GATEWAY_ADMIN_TOKEN"]["name"] == metrics_ref["name"]
+    assert "LLAMA_GATEWAY_CORS_ORIGINS" not in env  # off unless origins are listed
+    made = [o for o in rendered.objects if o["kind"] == "Secret"]
+    for secret in made:  # none with auth.existingSecret
+        assert secret["metadata"]["name"] == metrics_ref["name"]
+        assert {"admin-token", "metrics-token"} <= set(secret["data"])
+        assert secret["data"]["metrics-token"] != secret["data"]["admin-token"]
+
+
+def test_helm_service_monitor_sends_the_metrics_token(rendered_gpu: Rendered) -> None:
+    container, _ = helm_gateway_env(rendered_gpu)
+    ref = next(
+        e["valueFrom"]["secretKeyRef"]
+        for e in container["env"]
+        if e["name"] == "LLAMA_GATEWAY_METRICS_TOKEN"
+    )
+    monitor = next(
+        o
+        for o in rendered_gpu.objects
+        if o["kind"] == "ServiceMonitor" and not o["metadata"]["name"].endswith("-runner")
+    )
+    (endpoint,) = monitor["spec"]["endpoints"]
+    credentials = endpoint["authorization"]["credentials"]
+    assert endpoint["authorization"]["type"] == "Bearer"
+    assert (credentials["name"], credentials["key"]) == (ref["name"], ref["key"])
+
+
+def test_helm_cors_origins_reach_the_gateway(render, chart, helm) -> None:
+    origins = ["https://chat.example.com", "https://ui.example.com"]
+    _, env = helm_gateway_env(render({"gateway": {"corsOrigins": origins}}))
+    assert load_settings(environ=env).cors_origins == origins
+    with pytest.raises(helm.HelmValuesError):
+        chart.validate_schema({"gateway": {"corsOrigins": "https://chat.example.com"}})

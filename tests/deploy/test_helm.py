@@ -147,7 +147,12 @@ def test_dashboard_config_map_carries_the_dashboard(rendered_default: Rendered) 
 
 def test_generated_secrets_are_not_empty(rendered_default: Rendered) -> None:
     secret = rendered_default.one("Secret")
-    assert set(secret["data"]) == {"admin-token", "runner-api-key", "redis-password"}
+    assert set(secret["data"]) == {
+        "admin-token",
+        "runner-api-key",
+        "redis-password",
+        "metrics-token",
+    }
     assert all(len(value) >= 32 for value in secret["data"].values())
 
 
