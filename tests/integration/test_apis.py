@@ -4,6 +4,7 @@ llama.cpp's native routes — and the token counters equal to what each client w
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import anthropic
@@ -29,11 +30,11 @@ def _tokens(gw: Gateway) -> tuple[float, float]:
 def _counted(gw: Gateway, before: tuple[float, float]) -> tuple[int, int]:
     """Prompt and completion tokens counted since ``before`` (accounting finishes just
     after the answer: poll briefly)."""
-    for _ in range(50):
+    deadline = time.monotonic() + 10
+    after = _tokens(gw)
+    while after == before and time.monotonic() < deadline:
+        time.sleep(0.05)
         after = _tokens(gw)
-        if after != before:
-            break
-        httpx.get(f"{gw.url}/health")  # a round trip gives the accountant its moment
     return int(after[0] - before[0]), int(after[1] - before[1])
 
 
@@ -363,3 +364,21 @@ def test_openapi_document_describes_every_api_route(gateway: Gateway) -> None:
     ]["schema"]
     assert anthropic_error["properties"]["type"] == {"const": "error"}
     assert set(document["components"]["securitySchemes"]) == {"bearer", "x-api-key"}
+
+
+def test_a_stream_the_client_cut_is_charged_what_was_relayed(gateway: Gateway) -> None:
+    """The client leaves after 20 events: no usage ever came, yet those tokens were
+    generated and sent — the completion counter takes at least them, not zero."""
+    before = _tokens(gateway)
+    body = {"model": "smollm2", "messages": HI, "max_tokens": 400, "stream": True}
+    body["ignore_eos"] = True
+    received = 0
+    with httpx.stream("POST", f"{gateway.url}/v1/chat/completions", json=body, timeout=60) as s:
+        for line in s.iter_lines():
+            if line.startswith("data: "):
+                received += 1
+            if received == 20:
+                break
+    # Accounted once the gateway notices the client is gone.
+    completion = _counted(gateway, before)[1]
+    assert 20 <= completion < 400
