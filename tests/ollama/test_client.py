@@ -162,3 +162,37 @@ def test_empty_requests_load_the_model(client: ollama.Client) -> None:
     assert loaded.done and loaded.done_reason == "load" and loaded.response == ""
     chat = client.chat(model=MODEL, messages=[])
     assert chat.done and chat.done_reason == "load" and chat.message.content == ""
+
+
+def test_tools_a_tool_call_history_and_think_reach_the_runner(client: ollama.Client) -> None:
+    """The 135M test model does not call tools; what is checked here is that llama-server
+    takes the translated tools, tool calls, tool results and thinking switch and answers."""
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "The weather in a city",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            },
+        }
+    ]
+    messages = [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+        },
+        {"role": "tool", "content": "18 C and sunny", "tool_name": "get_weather"},
+    ]
+    options = {"num_predict": 8, "temperature": 0}
+    answer = client.chat(model=MODEL, messages=messages, tools=tools, options=options)
+    assert answer.done and (answer.message.content or answer.message.tool_calls)
+    for think in (True, False):
+        thought = client.chat(model=MODEL, messages=HI, think=think, options=options)
+        assert thought.done and thought.message.content
