@@ -10,6 +10,7 @@ import redis.asyncio as redis
 
 from gateway.admission.leases import Admission, Lease, Ticket
 from gateway.pool.backend import Backend, Health
+from gateway.store import keys
 from gateway.store.admission import AdmissionStore
 from gateway.upstream.client import BackendClient
 
@@ -60,3 +61,16 @@ class Replica:
         return await self.admission.acquire(
             MODEL, list(self.backends), ticket=Ticket(key_id=key, **ticket)
         )
+
+
+async def queued(client: redis.Redis) -> int:
+    """Waiters in the model's queue, all replicas'."""
+    return int(await client.get(keys.model_prefix(MODEL) + "q:n") or 0)
+
+
+async def until_queued(client: redis.Redis, n: int, timeout: float = 10) -> None:
+    """Wait (polling) until ``n`` waiters are queued — a loaded machine may take a while to
+    send a task's acquire."""
+    async with asyncio.timeout(timeout):
+        while await queued(client) != n:  # noqa: ASYNC110 - the state is in Redis
+            await asyncio.sleep(0.01)

@@ -12,7 +12,7 @@ import redis.asyncio as redis
 
 from gateway.errors import QueueFull, QueueTimeout
 from gateway.store import keys
-from tests.store.replicas import MODEL, Replica, backend
+from tests.store.replicas import MODEL, Replica, backend, until_queued
 
 
 @pytest.fixture
@@ -82,9 +82,9 @@ async def test_priority_within_a_key(client: redis.Redis) -> None:
     try:
         held = await replica.acquire()
         low = asyncio.create_task(replica.acquire(priority=0))
-        await asyncio.sleep(0.05)
+        await until_queued(client, 1)
         high = asyncio.create_task(replica.acquire(priority=5))
-        await asyncio.sleep(0.05)
+        await until_queued(client, 2)
         await replica.admission.release(held)
         lease = await asyncio.wait_for(high, 5)
         assert not low.done()
