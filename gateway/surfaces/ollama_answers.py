@@ -31,6 +31,8 @@ _EVENT_END = b"\n\n"
 _DATA = b"data: "
 #: OpenAI finish reasons as Ollama's ``done_reason`` (a tool call ends with "stop" there).
 _DONE_REASONS = {"tool_calls": "stop", "function_call": "stop", "content_filter": "stop"}
+#: llama.cpp's ``stop_type`` as Ollama's ``done_reason``.
+_NATIVE_STOPS = {"limit": "length", "eos": "stop", "word": "stop"}
 
 
 class StreamBroke(GatewayError):
@@ -113,6 +115,8 @@ class AnswerTranslator:
             message = error.get("message") if isinstance(error, dict) else str(error)
             self.error = message or "the backend failed while answering"
             return [{"error": self.error}]
+        if "choices" not in data and "content" in data:
+            return self._native(data)
         if isinstance(data.get("usage"), dict):
             self.usage = data["usage"]
         if isinstance(data.get("timings"), dict):
@@ -130,6 +134,20 @@ class AnswerTranslator:
                 if calls is not None:
                     out.append(calls)
         return out
+
+    def _native(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        """An event of llama.cpp's own stream (``/infill``): its text in ``content``, and in
+        the last one (``stop: true``) the counts and why it stopped."""
+        if data.get("stop"):
+            self.usage = {
+                "prompt_tokens": data.get("tokens_evaluated") or 0,
+                "completion_tokens": data.get("tokens_predicted") or 0,
+            }
+            if isinstance(data.get("timings"), dict):
+                self.timings = data["timings"]
+            self.finish_reason = _NATIVE_STOPS.get(data.get("stop_type") or "", "stop")
+        piece = self._choice({"text": data.get("content") or ""})
+        return [piece] if piece is not None else []
 
     def _choice(self, choice: dict[str, Any]) -> dict[str, Any] | None:
         if "delta" in choice:  # a chat completion (also what a templated generate sends)

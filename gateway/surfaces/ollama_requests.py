@@ -157,12 +157,7 @@ def read_generate(body: dict[str, Any]) -> OllamaRequest:
     system = _optional(body, "system", str)
     images = _images(body.get("images"), "images")
     raw = _optional(body, "raw", bool) or False
-    if _optional(body, "suffix", str):
-        raise InvalidRequest(
-            "suffix is not supported: llama-server fills in the middle only on its /infill "
-            "route, which this gateway does not serve",
-            param="suffix",
-        )
+    suffix = _optional(body, "suffix", str)
     if _optional(body, "template", str):
         raise InvalidRequest(
             "template is not supported: the runner applies the model's own chat template; "
@@ -176,7 +171,13 @@ def read_generate(body: dict[str, Any]) -> OllamaRequest:
             "as messages to /api/chat",
             param="context",
         )
-    if not prompt and not images:
+    if not prompt and not images and not suffix:
+        return request
+    if suffix:
+        if images:
+            raise InvalidRequest("images cannot be sent with a suffix", param="images")
+        _infill(request, prompt, suffix)
+        _format(body.get("format"), request.body, chat=False)
         return request
     if raw:
         if images:
@@ -204,6 +205,18 @@ def read_generate(body: dict[str, Any]) -> OllamaRequest:
     _logprobs(body, request.body)
     request.endpoint = Endpoint.CHAT
     return request
+
+
+def _infill(request: OllamaRequest, prompt: str, suffix: str) -> None:
+    """Fill in the middle: llama-server's ``/infill`` takes the text before and after, with
+    the model's FIM tokens (a model without them is refused there, with a clear 501). It is
+    llama.cpp's own route: ``n_predict``, not ``max_tokens``; usage comes in its last event."""
+    body = request.body
+    body.pop("stream_options", None)
+    if "max_tokens" in body:
+        body["n_predict"] = body.pop("max_tokens")
+    body.update(input_prefix=prompt, input_suffix=suffix, prompt="")
+    request.endpoint = Endpoint.INFILL
 
 
 def read_embed(body: dict[str, Any], *, legacy: bool = False) -> OllamaRequest:

@@ -57,11 +57,6 @@ def test_an_unknown_model(gateway: Gateway, path: str) -> None:
         ("/api/chat", {"model": MODEL, "messages": HI, "think": "very"}, "invalid think"),
         ("/api/chat", {"model": MODEL, "messages": HI, "keep_alive": "soon"}, "keep_alive"),
         ("/api/generate", {"model": MODEL, "prompt": 3}, "invalid prompt"),
-        (
-            "/api/generate",
-            {"model": MODEL, "prompt": "def f():", "suffix": "  return 1"},
-            "/infill",
-        ),
         ("/api/generate", {"model": MODEL, "prompt": "x", "template": "{{ .Prompt }}"}, "template"),
         ("/api/generate", {"model": MODEL, "prompt": "x", "context": [1, 2]}, "context"),
         ("/api/embed", {"model": EMBED_MODEL, "input": [1]}, "invalid input"),
@@ -81,6 +76,13 @@ def test_what_the_runner_cannot_do_is_refused_before_the_queue(gateway: Gateway)
     assert "does not take images" in says
     unload = {"model": MODEL, "keep_alive": 0}
     assert "does not run" in _error(gateway, "/api/generate", unload, 400)
+
+
+def test_a_suffix_goes_to_infill_which_says_when_the_model_cannot(gateway: Gateway) -> None:
+    """SmolLM2 has no fill-in-the-middle tokens: llama-server's own 501 and message, in
+    Ollama's shape."""
+    body = {"model": MODEL, "prompt": "def add(a, b):", "suffix": "    return c"}
+    assert "Infill is not supported by this model" in _error(gateway, "/api/generate", body, 501)
 
 
 def test_the_client_raises_the_error(client: ollama.Client) -> None:

@@ -166,3 +166,32 @@ def test_a_text_completion_and_a_broken_stream() -> None:
     with pytest.raises(StreamBroke) as raised:
         translator.whole()
     assert raised.value.status == 502
+
+
+def test_a_suffix_is_filled_in_by_infill() -> None:
+    asked = read_generate(
+        {"model": "m", "prompt": "def f(", "suffix": "    return x", "options": {"num_predict": 9}}
+    )
+    assert asked.endpoint is Endpoint.INFILL
+    body = asked.body
+    assert body["input_prefix"] == "def f(" and body["input_suffix"] == "    return x"
+    assert body["n_predict"] == 9 and "max_tokens" not in body and "stream_options" not in body
+    translator = AnswerTranslator("m", chat=False, started_at=0.0)
+    events = [
+        {"index": 0, "content": "a, b):", "stop": False},
+        {
+            "index": 0,
+            "content": "",
+            "stop": True,
+            "stop_type": "limit",
+            "tokens_evaluated": 11,
+            "tokens_predicted": 9,
+            "timings": {"prompt_ms": 2.0, "predicted_ms": 3.0},
+        },
+    ]
+    stream = b"".join(b"data: " + msgspec.json.encode(e) + b"\n\n" for e in events)
+    (piece,) = translator.feed(stream)
+    assert piece["response"] == "a, b):"
+    final = translator.final()
+    assert final["done_reason"] == "length"
+    assert (final["prompt_eval_count"], final["eval_count"]) == (11, 9)
