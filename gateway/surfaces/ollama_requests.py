@@ -1,7 +1,8 @@
-"""Ollama's requests read into the OpenAI bodies llama-server takes: ``/api/chat`` and
-``/api/generate`` become chat completions (or, for ``raw`` prompts, completions),
-``/api/embed`` and ``/api/embeddings`` become embeddings. Every field is checked here, with a
-clear refusal (:class:`InvalidRequest`, 400) for what is wrong or what llama-server cannot do;
+"""Ollama's requests read into the bodies llama-server takes: ``/api/chat`` and
+``/api/generate`` become chat completions (or, for ``raw`` prompts, completions; with a
+``suffix``, llama.cpp's ``/infill``), ``/api/embed`` and ``/api/embeddings`` become embeddings.
+Every field is checked here (the generation settings in ``ollama_options``), with a clear
+refusal (:class:`InvalidRequest`, 400) for what is wrong or what llama-server cannot do;
 nothing here knows about backends.
 
 The translated body always asks for a stream with usage: the answer is translated event by
@@ -10,7 +11,6 @@ event (``ollama_answers``), and the last event carries the token counts the gate
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,16 @@ import msgspec
 
 from gateway.errors import InvalidRequest
 from gateway.requests import Endpoint
+from gateway.surfaces.ollama_options import (
+    is_int,
+    logprobs,
+    num_ctx,
+    optional,
+    response_format,
+    sampling,
+    think,
+    type_error,
+)
 from gateway.units import parse_duration
 
 __all__ = [
@@ -29,44 +39,6 @@ __all__ = [
     "require_model",
 ]
 
-#: Ollama's runtime options and the llama-server sampling field each one sets.
-_SAMPLING = {
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "top_k": "top_k",
-    "min_p": "min_p",
-    "typical_p": "typical_p",
-    "seed": "seed",
-    "repeat_penalty": "repeat_penalty",
-    "repeat_last_n": "repeat_last_n",
-    "presence_penalty": "presence_penalty",
-    "frequency_penalty": "frequency_penalty",
-    "mirostat": "mirostat",
-    "mirostat_tau": "mirostat_tau",
-    "mirostat_eta": "mirostat_eta",
-    "num_keep": "n_keep",
-}
-_INTEGER_OPTIONS = {"top_k", "seed", "repeat_last_n", "mirostat", "num_keep", "num_predict"}
-#: Options that set how Ollama loads a model (threads, GPU layers, batch, mmap…). The gateway's
-#: runners are started from its own config, so these are accepted and have no effect, as
-#: Ollama ignores load options that do not match a loaded runner.
-_LOAD_OPTIONS = {
-    "numa",
-    "num_batch",
-    "num_gpu",
-    "main_gpu",
-    "low_vram",
-    "f16_kv",
-    "logits_all",
-    "vocab_only",
-    "use_mmap",
-    "use_mlock",
-    "embedding_only",
-    "num_thread",
-    "penalize_newline",
-    "tfs_z",
-}
-_THINK_LEVELS = ("high", "medium", "low")
 #: The first bytes of the base64 of each image format llama-server's decoder reads.
 _IMAGE_MAGIC = {
     "iVBOR": "image/png",
@@ -120,7 +92,7 @@ def require_model(body: dict[str, Any], *, legacy_name: bool = False) -> str:
     if model is None or model == "":
         raise InvalidRequest("model is required", param="model")
     if not isinstance(model, str):
-        raise _type_error("model", "a string", model)
+        raise type_error("model", "a string", model)
     return model
 
 
@@ -131,7 +103,7 @@ def read_chat(body: dict[str, Any]) -> OllamaRequest:
     if messages is None:
         messages = []
     if not isinstance(messages, list):
-        raise _type_error("messages", "an array", messages)
+        raise type_error("messages", "an array", messages)
     if not messages:
         return request  # Ollama: an empty chat loads (or, with keep_alive 0, unloads)
     out = [_message(i, m) for i, m in enumerate(messages)]
@@ -139,12 +111,12 @@ def read_chat(body: dict[str, Any]) -> OllamaRequest:
     tools = body.get("tools")
     if tools is not None:
         if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
-            raise _type_error("tools", "an array of objects", tools)
+            raise type_error("tools", "an array of objects", tools)
         if tools:
             request.body["tools"] = tools
-    _think(body, request.body)
-    _format(body.get("format"), request.body, chat=True)
-    _logprobs(body, request.body)
+    think(body, request.body)
+    response_format(body.get("format"), request.body, chat=True)
+    logprobs(body, request.body)
     request.body["messages"] = out
     request.endpoint = Endpoint.CHAT
     return request
@@ -153,12 +125,12 @@ def read_chat(body: dict[str, Any]) -> OllamaRequest:
 def read_generate(body: dict[str, Any]) -> OllamaRequest:
     model = require_model(body)
     request = _common(body, model)
-    prompt = _optional(body, "prompt", str) or ""
-    system = _optional(body, "system", str)
+    prompt = optional(body, "prompt", str) or ""
+    system = optional(body, "system", str)
     images = _images(body.get("images"), "images")
-    raw = _optional(body, "raw", bool) or False
-    suffix = _optional(body, "suffix", str)
-    if _optional(body, "template", str):
+    raw = optional(body, "raw", bool) or False
+    suffix = optional(body, "suffix", str)
+    if optional(body, "template", str):
         raise InvalidRequest(
             "template is not supported: the runner applies the model's own chat template; "
             "send raw: true with a prompt you have templated yourself",
@@ -177,7 +149,7 @@ def read_generate(body: dict[str, Any]) -> OllamaRequest:
         if images:
             raise InvalidRequest("images cannot be sent with a suffix", param="images")
         _infill(request, prompt, suffix)
-        _format(body.get("format"), request.body, chat=False)
+        response_format(body.get("format"), request.body, chat=False)
         return request
     if raw:
         if images:
@@ -191,7 +163,7 @@ def read_generate(body: dict[str, Any]) -> OllamaRequest:
                 param="think",
             )
         request.body["prompt"] = prompt
-        _format(body.get("format"), request.body, chat=False)
+        response_format(body.get("format"), request.body, chat=False)
         request.endpoint = Endpoint.COMPLETIONS
         return request
     messages: list[dict[str, Any]] = []
@@ -200,9 +172,9 @@ def read_generate(body: dict[str, Any]) -> OllamaRequest:
     messages.append({"role": "user", "content": _content(prompt, images)})
     request.has_images = bool(images)
     request.body["messages"] = messages
-    _think(body, request.body)
-    _format(body.get("format"), request.body, chat=True)
-    _logprobs(body, request.body)
+    think(body, request.body)
+    response_format(body.get("format"), request.body, chat=True)
+    logprobs(body, request.body)
     request.endpoint = Endpoint.CHAT
     return request
 
@@ -228,25 +200,25 @@ def read_embed(body: dict[str, Any], *, legacy: bool = False) -> OllamaRequest:
         raise InvalidRequest(f"{name} is required", param=name)
     if legacy:
         if not isinstance(value, str):
-            raise _type_error(name, "a string", value)
+            raise type_error(name, "a string", value)
     elif not (
         isinstance(value, str)
         or (isinstance(value, list) and value and all(isinstance(v, str) for v in value))
     ):
-        raise _type_error(name, "a string or a non-empty array of strings", value)
+        raise type_error(name, "a string or a non-empty array of strings", value)
     request = OllamaRequest(model=model, stream=False, endpoint=Endpoint.EMBEDDINGS)
     request.keep_alive = _keep_alive(body)
     request.body = {"model": model, "input": value}
     if request.keep_alive is not None:
         request.body["keep_alive"] = body["keep_alive"]
-    options = _optional(body, "options", dict) or {}
-    request.num_ctx = _num_ctx(options)
+    options = optional(body, "options", dict) or {}
+    request.num_ctx = num_ctx(options)
     dimensions = body.get("dimensions")
     if dimensions is not None:
-        if not _is_int(dimensions) or dimensions < 1:
-            raise _type_error("dimensions", "a positive integer", dimensions)
+        if not is_int(dimensions) or dimensions < 1:
+            raise type_error("dimensions", "a positive integer", dimensions)
         request.dimensions = dimensions
-    _optional(body, "truncate", bool)  # checked; llama-server refuses an input too long
+    optional(body, "truncate", bool)  # checked; llama-server refuses an input too long
     return request
 
 
@@ -259,7 +231,7 @@ def _common(body: dict[str, Any], model: str) -> OllamaRequest:
     if stream is None:
         stream = True  # Ollama streams unless told not to
     if not isinstance(stream, bool):
-        raise _type_error("stream", "a boolean", stream)
+        raise type_error("stream", "a boolean", stream)
     request = OllamaRequest(model=model, stream=stream, endpoint=None)
     request.keep_alive = _keep_alive(body)
     out: dict[str, Any] = {
@@ -271,8 +243,8 @@ def _common(body: dict[str, Any], model: str) -> OllamaRequest:
         out["keep_alive"] = body["keep_alive"]  # parse() takes it out for the scheduler
     options = body.get("options")
     if options is not None and not isinstance(options, dict):
-        raise _type_error("options", "an object", options)
-    request.num_ctx = _options(options or {}, out)
+        raise type_error("options", "an object", options)
+    request.num_ctx = sampling(options or {}, out)
     request.body = out
     return request
 
@@ -290,49 +262,10 @@ def _keep_alive(body: dict[str, Any]) -> float | None:
         ) from None
 
 
-def _options(options: dict[str, Any], out: dict[str, Any]) -> int | None:
-    for name, value in options.items():
-        if value is None or name in _LOAD_OPTIONS or name == "num_ctx":
-            continue
-        if name in _SAMPLING or name == "num_predict":
-            _check_number(name, value)
-        if name in _SAMPLING:
-            out[_SAMPLING[name]] = value
-        elif name == "num_predict":
-            if value > 0:  # -1: until the end of the context; -2: fill it — the default
-                out["max_tokens"] = value
-        elif name == "stop":
-            if isinstance(value, str):
-                value = [value]
-            if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
-                raise _type_error("options.stop", "an array of strings", value)
-            if value:
-                out["stop"] = value
-        # Any other name: Ollama logs "invalid option" and goes on; so does the gateway.
-    return _num_ctx(options)
-
-
-def _num_ctx(options: dict[str, Any]) -> int | None:
-    value = options.get("num_ctx")
-    if value is None:
-        return None
-    if not _is_int(value) or value < 1:
-        raise _type_error("options.num_ctx", "a positive integer", value)
-    return int(value)
-
-
-def _check_number(name: str, value: Any) -> None:
-    if name in _INTEGER_OPTIONS:
-        if not _is_int(value):
-            raise _type_error(f"options.{name}", "an integer", value)
-    elif isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise _type_error(f"options.{name}", "a number", value)
-
-
 def _message(i: int, message: Any) -> dict[str, Any]:
     where = f"messages[{i}]"
     if not isinstance(message, dict):
-        raise _type_error(where, "an object", message)
+        raise type_error(where, "an object", message)
     role = message.get("role")
     if not isinstance(role, str) or not role:
         raise InvalidRequest(f"{where}.role is required and must be a string", param=where)
@@ -340,7 +273,7 @@ def _message(i: int, message: Any) -> dict[str, Any]:
     if content is None:
         content = ""
     if not isinstance(content, str):
-        raise _type_error(f"{where}.content", "a string", content)
+        raise type_error(f"{where}.content", "a string", content)
     images = _images(message.get("images"), f"{where}.images")
     out: dict[str, Any] = {"role": role, "content": _content(content, images)}
     thinking = message.get("thinking")
@@ -362,7 +295,7 @@ def _tool_calls(where: str, calls: Any) -> list[dict[str, Any]]:
     """Ollama's ``{"function": {"name", "arguments": {…}}}`` as OpenAI's tool calls, whose
     arguments are a JSON string and which carry an id."""
     if not isinstance(calls, list):
-        raise _type_error(f"{where}.tool_calls", "an array", calls)
+        raise type_error(f"{where}.tool_calls", "an array", calls)
     out = []
     for j, call in enumerate(calls):
         function = call.get("function") if isinstance(call, dict) else None
@@ -388,7 +321,7 @@ def _images(value: Any, where: str) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise _type_error(where, "an array of base64-encoded images", value)
+        raise type_error(where, "an array of base64-encoded images", value)
     return value
 
 
@@ -403,76 +336,3 @@ def _content(text: str, images: list[str]) -> str | list[dict[str, Any]]:
         url = f"data:{mime or 'image/png'};base64,{image}"
         parts.append({"type": "image_url", "image_url": {"url": url}})
     return parts
-
-
-def _think(body: dict[str, Any], out: dict[str, Any]) -> None:
-    """Ollama's ``think`` (true/false, or a level for models that take one) as the chat
-    template switch llama-server passes to the template, with the reasoning split out of the
-    content (``reasoning_content``, returned as ``thinking``)."""
-    think = body.get("think")
-    if think is None:
-        return
-    kwargs: dict[str, Any] = {}
-    if isinstance(think, bool):
-        kwargs["enable_thinking"] = think
-    elif think in _THINK_LEVELS:
-        kwargs["enable_thinking"] = True
-        kwargs["reasoning_effort"] = think
-    else:
-        raise _type_error("think", 'a boolean or one of "high", "medium", "low"', think)
-    out["chat_template_kwargs"] = kwargs
-    out["reasoning_format"] = "deepseek" if kwargs["enable_thinking"] else "none"
-
-
-def _format(value: Any, out: dict[str, Any], *, chat: bool) -> None:
-    """``format``: "json" or a JSON schema, as a grammar-constrained answer. Both go as a
-    schema ("json": any object): llama-server leaves a bare ``json_object`` unconstrained.
-    Chat takes ``response_format``; llama-server's completions read ``json_schema`` only."""
-    if value is None or value == "":
-        return
-    if value == "json":
-        schema: dict[str, Any] = {"type": "object"}
-    elif isinstance(value, dict):
-        schema = value
-    else:
-        raise InvalidRequest(
-            f'invalid format {value!r}: use "json" or a JSON schema object', param="format"
-        )
-    if chat:
-        out["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {"name": "format", "schema": schema},
-        }
-    else:
-        out["json_schema"] = schema
-
-
-def _logprobs(body: dict[str, Any], out: dict[str, Any]) -> None:
-    logprobs = _optional(body, "logprobs", bool)
-    if logprobs:
-        out["logprobs"] = True
-        top = body.get("top_logprobs")
-        if top is not None:
-            if not _is_int(top) or not 0 <= top <= 20:
-                raise _type_error("top_logprobs", "an integer from 0 to 20", top)
-            out["top_logprobs"] = top
-
-
-def _optional(body: dict[str, Any], name: str, kind: type) -> Any:
-    value = body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        expected = {str: "a string", bool: "a boolean", dict: "an object"}[kind]
-        raise _type_error(name, expected, value)
-    return value
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _type_error(name: str, expected: str, got: Any) -> InvalidRequest:
-    kind = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
-    got_kind = kind.get(type(got), "number" if isinstance(got, int | float) else type(got).__name__)
-    return InvalidRequest(f"invalid {name}: expected {expected}, got {got_kind}", param=name)
