@@ -26,15 +26,17 @@ import secrets
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
+from gateway.admission.tickets import ANONYMOUS, Lease, Ticket, Waiter
 from gateway.errors import GatewayError, QueueFull, QueueTimeout, Unavailable
 from gateway.pool.backend import Backend
 from gateway.store.admission import AdmissionStore, Grant, Reply
 from gateway.store.connection import execute, round_trip
+
+__all__ = ["Admission", "Lease", "Ticket"]
 
 log = logging.getLogger(__name__)
 
@@ -46,43 +48,6 @@ MAILBOX_WAIT = 0.5
 PUMP_INTERVAL = 1.0
 #: Seconds ``/ready``'s look at the store may take before it counts as unreachable.
 STORE_CHECK_TIMEOUT = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class Ticket:
-    """Who is asking, for fair queueing: the API key, its weight and priority, the cost."""
-
-    key_id: str = "anonymous"
-    weight: float = 1.0
-    priority: int = 0
-    cost: int = 1
-
-
-@dataclass(eq=False)
-class Lease:
-    backend: Backend
-    model: str
-    id: str
-    granted_at: float = field(default_factory=time.monotonic)
-    #: Seconds the request waited in the queue for this lease.
-    waited: float = 0.0
-    #: Commands queued on the renewal pipeline beside the lease (e.g. the key's
-    #: concurrency entry in the limits store).
-    renewals: list[Callable[[Pipeline], None]] = field(default_factory=list)
-
-
-@dataclass(eq=False)
-class _Waiter:
-    future: asyncio.Future[Lease]
-    model: str
-    ticket: Ticket
-    enqueued_at: float
-    #: Backends this request must not be granted (one it failed on).
-    exclude: list[str] = field(default_factory=list)
-
-    @property
-    def key_id(self) -> str:
-        return self.ticket.key_id
 
 
 class Admission:
@@ -103,7 +68,7 @@ class Admission:
         self.queue_timeout = queue_timeout
         self.lease_ttl = lease_ttl
         self.replica = secrets.token_hex(6)
-        self._waiters: dict[str, _Waiter] = {}
+        self._waiters: dict[str, Waiter] = {}
         self._held: dict[str, Lease] = {}
         #: Leases per backend and waiters per model, as the last script saw them (all
         #: replicas'): the routing snapshot and the gauges read these.
@@ -134,12 +99,12 @@ class Admission:
         candidates: list[Backend],
         *,
         exclude: frozenset[Backend] = frozenset(),
-        ticket: Ticket = Ticket(),
+        ticket: Ticket = ANONYMOUS,
     ) -> Lease:
         """A lease on the first candidate with a free slot (``candidates`` in the routing
         policy's order), or on the first slot handed to this request while it waits."""
         waiter_id = secrets.token_hex(8)
-        waiter = _Waiter(
+        waiter = Waiter(
             asyncio.get_running_loop().create_future(),
             model,
             ticket,
@@ -176,7 +141,7 @@ class Admission:
         return lease
 
     async def _enqueue(
-        self, waiter_id: str, waiter: _Waiter, pairs: list[tuple[str, int]], timeout: float
+        self, waiter_id: str, waiter: Waiter, pairs: list[tuple[str, int]], timeout: float
     ) -> Reply:
         """Run the acquire script for ``waiter`` (again, after the store lost it: the script
         leaves a waiter it still has where it is) and take in what it saw."""
@@ -434,7 +399,7 @@ class Admission:
             self.store.release_command(pipe, model, backend_name, lease_id, [])
             await round_trip(pipe)
 
-    async def _abandon(self, waiter_id: str, waiter: _Waiter) -> None:
+    async def _abandon(self, waiter_id: str, waiter: Waiter) -> None:
         """The waiter gave up: leave the queue, or give back a lease that came meanwhile."""
         self._waiters.pop(waiter_id, None)
         if waiter.future.done() and not waiter.future.cancelled():
