@@ -31,6 +31,7 @@ from gateway.config import Settings
 from gateway.errors import ModelNotFound, Unavailable
 from gateway.pool.backend import Backend, Health
 from gateway.pool.pool import Pool
+from gateway.runners.args import server_args
 from gateway.runners.binary import RunnerError
 from gateway.runners.driver import Driver, make_driver
 from gateway.runners.gpus import devices as find_devices
@@ -272,6 +273,9 @@ class Scheduler:
             runner.state = RunnerState.STOPPED
             raise
         runner.backend = self._make_backend(handle.url)
+        if entry.spec.path:  # its KV cache's size follows from the file and the flags
+            launch = server_args(entry.spec, host=None, port=None, api_key=None)
+            runner.backend.stats.describe_launch(entry.spec.path, launch)
         self.pool.add(runner.backend)
         self._spawn(self._watch(entry, runner))
 

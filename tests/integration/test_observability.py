@@ -208,6 +208,9 @@ def test_kv_cache_capacity_bytes_follow_the_gguf_header(
         assert eventually(
             lambda s=server: gauge(gateway, "llama_gateway_kv_cache_capacity_bytes", s) == expected
         )
+    time.sleep(1.5)  # three probes later (0.5 s apart) it is still there, not gone again
+    for server in backends:
+        assert gauge(gateway, "llama_gateway_kv_cache_capacity_bytes", server) == expected
 
 
 def test_backend_speeds_and_deferred_come_from_the_backends(

@@ -165,3 +165,39 @@ def test_lru_eviction_when_two_models_do_not_fit(
         assert not pid_alive(first["pid"])
     finally:
         gw.stop()
+
+
+def test_kv_capacity_of_a_supervised_runner_follows_its_cache_types(
+    tmp_path: Path, llama_bin: str, model_path: str
+) -> None:
+    """A runner started with ``-ctk q8_0``: its K cache takes 34 bytes per 32 elements, its V
+    cache 2 bytes an element (f16) — the gauge follows the flags the gateway started it with."""
+    config = {
+        "models": [
+            {
+                "name": "smol-q8",
+                "path": model_path,
+                "ctx_size": 1024,
+                "parallel": 2,
+                "cache_type_k": "q8_0",
+                "preload": True,
+                "keep_alive": -1,
+            }
+        ]
+    }
+    g = read_geometry(model_path)
+    elements = 1024 * g.n_layer * g.n_head_kv * g.key_length  # K (and V) elements of 1024 cells
+    expected = elements * 34 // 32 + elements * 2
+    gw = config_gateway(tmp_path, config, env={"LLAMA_SERVER_BIN": llama_bin}).start()
+    try:
+
+        def capacity() -> float | None:
+            text = httpx.get(f"{gw.url}/metrics", timeout=5).text
+            for line in text.splitlines():
+                if line.startswith("llama_gateway_kv_cache_capacity_bytes{"):
+                    return float(line.rsplit(" ", 1)[1])
+            return None
+
+        wait_for("the KV capacity gauge", lambda: capacity() == expected)
+    finally:
+        gw.stop()
