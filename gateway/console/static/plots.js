@@ -84,6 +84,8 @@ export function addPoints(series) {
 
 export function drawPlots() {
   if ($("#tab-pool").hidden) return;
+  const last = data.generated.length ? data.generated[data.generated.length - 1] : null;
+  $("#tokens-now").textContent = last === null ? "—" : `${Math.round(last)} tok/s`;
   if (!tokensPlot) tokensPlot = makeTokensPlot();
   else tokensPlot.setData([data.t, data.generated, data.prompt]);
   const models = [...data.queue.keys()].sort();
