@@ -248,8 +248,7 @@ def _count(value: Any) -> str | None:
 def _stop(args: argparse.Namespace) -> int:
     def work(client: GatewayClient) -> int:
         answer = client.post_json("/api/generate", {"model": args.model, "keep_alive": 0})
-        if args.json:
-            print(json.dumps(answer))
+        print(json.dumps(answer) if args.json else f"Stopped {args.model}.")
         return 0
 
     return _with_client(args, work)
