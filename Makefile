@@ -8,9 +8,10 @@ PORT   ?= 12434
 .PHONY: run test bench lint venv model llama-server browser clean
 
 $(VENV)/.installed: pyproject.toml
+	@echo "==> creating $(VENV) and installing llama-gateway with its dependencies (first run only)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install --progress-bar on -e '.[test]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -22,10 +23,13 @@ llama-server: venv
 	@$(PY) scripts/assets.py llama-server
 
 # Serve the demo model on $(HOST):$(PORT), started by the gateway itself (the embedded default).
+# The llama-server fetched into ~/.cache/llama-gateway is found by serve itself, as it is
+# when you run `llama-gateway serve` by hand.
 run: venv
-	@MODEL=$$($(PY) scripts/assets.py model) && BIN=$$($(PY) scripts/assets.py llama-server) && \
+	@echo "==> the demo model and a llama-server that runs here (fetched once into ~/.cache/llama-gateway)"
+	@MODEL=$$($(PY) scripts/assets.py model) && $(PY) scripts/assets.py llama-server >/dev/null && \
 	$(PY) scripts/demo_banner.py $(HOST) $(PORT) && \
-	LLAMA_SERVER_BIN=$$BIN exec $(VENV)/bin/llama-gateway serve --host $(HOST) --port $(PORT) \
+	exec $(VENV)/bin/llama-gateway serve --host $(HOST) --port $(PORT) \
 		--model smollm2=$$MODEL --no-auth
 
 # Debian's chromium + chromedriver for the console's browser tests, installed when missing.
