@@ -15,7 +15,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.runners.gguf import (
+from gateway.gguf import (
     GGUFError,
     ModelGeometry,
     kv_cache_bytes,

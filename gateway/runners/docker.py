@@ -22,7 +22,7 @@ from docker.models.containers import Container
 from docker.types import DeviceRequest
 
 from gateway.config import ModelSpec, Settings
-from gateway.pool.providers.docker import (
+from gateway.docker_engine import (
     LABEL_GATEWAY,
     LABEL_MANAGED,
     LABEL_MODEL,

@@ -1,7 +1,7 @@
 """Where a runner goes: arithmetic on memory, nothing else.
 
 A runner needs its weights, its KV cache (``ctx_size`` cells at the cache types, from the
-GGUF header: see :mod:`gateway.runners.gguf`) and a fixed overhead for compute buffers and
+GGUF header: see :mod:`gateway.gguf`) and a fixed overhead for compute buffers and
 the CUDA context. It goes on a device whose free memory holds that — one copy of a model per
 GPU before two copies share one, and otherwise on the device with the most room. When nothing
 fits, the least recently used idle runners are the ones to stop (:func:`plan_eviction`); a
@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from gateway.config import ModelSpec
+from gateway.gguf import ModelGeometry, kv_cache_bytes, read_geometry
 from gateway.runners.binary import RunnerError
-from gateway.runners.gguf import ModelGeometry, kv_cache_bytes, read_geometry
 from gateway.units import format_size, parse_size
 
 log = logging.getLogger(__name__)

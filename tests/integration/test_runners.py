@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from gateway.config import ModelSpec
-from gateway.runners.gguf import read_geometry
+from gateway.gguf import read_geometry
 from gateway.runners.placement import footprint
 from tests.support.processes import Gateway
 from tests.support.runners import (

@@ -14,7 +14,6 @@ from litestar import Litestar, Request, get, post
 from litestar.params import FromPath
 from litestar.testing import AsyncTestClient
 
-from gateway.surfaces.errors import EXCEPTION_HANDLERS
 from gateway.errors import (
     BackendError,
     BackendFailed,
@@ -28,6 +27,7 @@ from gateway.errors import (
     QueueTimeout,
     RateLimited,
 )
+from gateway.surfaces.errors import EXCEPTION_HANDLERS
 
 BACKEND_BODY = b'{"error":{"code":400,"message":"bad grammar","type":"invalid_request_error"}}'
 

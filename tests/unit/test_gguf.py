@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.runners.gguf import (
+from gateway.gguf import (
     GGUFError,
     ModelGeometry,
     cache_type_bytes,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from gateway.config import ModelSpec
-from gateway.runners.gguf import read_geometry
+from gateway.gguf import read_geometry
 from gateway.runners.placement import (
     Device,
     PlacementError,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from gateway.gguf import kv_cache_bytes, read_geometry
 from gateway.pool.stats import (
     ServerCounters,
     ServerStats,
@@ -11,7 +12,6 @@ from gateway.pool.stats import (
     kv_cache_usage_ratio,
     parse_server_metrics,
 )
-from gateway.runners.gguf import kv_cache_bytes, read_geometry
 
 # The shape llama-server renders (tools/server/server-task.cpp, to_metrics()).
 SERVER_METRICS = """\
