@@ -4,13 +4,12 @@ once it serves. Shared by the drivers; the pool's probes take over from there.""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
-import aiohttp
-
+from gateway.errors import GatewayError
 from gateway.runners.binary import RunnerError
+from gateway.upstream.client import BackendClient
 
 log = logging.getLogger(__name__)
 
@@ -23,21 +22,22 @@ async def wait_healthy(
     api_key: str | None = None,
 ) -> None:
     """Return once ``url/health`` is 200; :class:`RunnerError` if ``exited`` is set first
-    (message from ``died()``) or ``timeout`` seconds pass."""
+    (message from ``died()``) or ``timeout`` seconds pass. Asked through the same backend
+    client as every other call to a runner."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    async with aiohttp.ClientSession(headers=headers) as session:
+    client = BackendClient(url, api_key=api_key, connect_timeout=2.0, pool_size=1)
+    try:
         while loop.time() < deadline:
             if exited.is_set():
                 raise RunnerError(died())
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with session.get(
-                    f"{url}/health", timeout=aiohttp.ClientTimeout(total=2)
-                ) as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.1)
+            try:
+                await client.get("/health", timeout=2.0)
+                return
+            except GatewayError:  # refused while it starts, 503 while the model loads
+                await asyncio.sleep(0.1)
+    finally:
+        await client.close()
     # The message reaches clients (a model that failed to load): it names no address.
     log.warning("runner at %s did not become healthy within %g s", url, timeout)
     raise RunnerError(f"the runner did not become healthy within {timeout:g} s")
