@@ -10,6 +10,7 @@ may be retried on another backend (``retryable``) and whether it is the backend'
     ├── AuthenticationFailed      401 code=invalid_api_key
     ├── PermissionDenied          403 code=model_not_allowed
     ├── ModelNotFound             404 code=model_not_found
+    ├── KeyNotFound               404 code=key_not_found (the admin API)
     ├── PayloadTooLarge           413
     ├── RateLimited               429 code=rate_limit_exceeded, Retry-After, x-ratelimit-*
     │   └── QueueFull             429 code=queue_full
@@ -19,6 +20,9 @@ may be retried on another backend (``retryable``) and whether it is the backend'
     ├── UpstreamUnreachable       502 code=upstream_unreachable (before the first byte)
     └── BackendError              the backend's own status and body, passed through
         └── BackendFailed         a 5xx answer before the first byte: retried elsewhere once
+
+    RunnerError                   a runner could not be started (not a refusal: the
+                                  scheduler keeps it as the model's last error)
 """
 
 from __future__ import annotations
@@ -183,3 +187,15 @@ class BackendFailed(BackendError):
     @property  # type: ignore[override]
     def retryable(self) -> bool:
         return not self.blames_request
+
+
+class KeyNotFound(GatewayError):
+    """No API key has this id."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "key_not_found"
+
+
+class RunnerError(RuntimeError):
+    """A runner cannot be started: missing binary or model, or it died while loading."""

@@ -21,8 +21,8 @@ from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from gateway.config import Settings
-from gateway.errors import AuthenticationFailed
-from gateway.store.apikeys import KeyNotFound, KeyStore
+from gateway.errors import AuthenticationFailed, KeyNotFound
+from gateway.store.apikeys import KeyStore
 
 log = logging.getLogger(__name__)
 

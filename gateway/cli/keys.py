@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.config import SettingsError, load_settings
-from gateway.errors import GatewayError, InvalidRequest
-from gateway.store.apikeys import ApiKey, KeyNotFound, KeyStore
+from gateway.errors import GatewayError, InvalidRequest, KeyNotFound
+from gateway.store.apikeys import ApiKey, KeyStore
 from gateway.store.connection import connect
 
 _LIMITS = ("rpm", "tpm", "max_concurrency", "daily_tokens", "monthly_tokens")

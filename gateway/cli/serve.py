@@ -148,7 +148,8 @@ def load_settings(args: argparse.Namespace) -> Settings:
 def check_binary(settings: Settings) -> None:
     if not settings.models or settings.runner_driver != "process":
         return
-    from gateway.runners.binary import RunnerError, find_llama_server
+    from gateway.errors import RunnerError
+    from gateway.runners.binary import find_llama_server
 
     try:
         find_llama_server(settings.llama_server_bin, settings.cache_dir)

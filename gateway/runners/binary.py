@@ -22,6 +22,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.errors import RunnerError
+
 __all__ = ["FETCH_HINT", "Candidate", "RunnerError", "candidates", "find_llama_server"]
 
 DEFAULT_CACHE = "~/.cache/llama-gateway"
@@ -33,10 +35,6 @@ FETCH_HINT = (
     "or fetch one into ~/.cache/llama-gateway with `make llama-server` in the llama-gateway "
     "checkout"
 )
-
-
-class RunnerError(RuntimeError):
-    """A runner cannot be started: missing binary or model, or it died while loading."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,8 +31,8 @@ from gateway.docker_engine import (
     connect,
     container_url,
 )
+from gateway.errors import RunnerError
 from gateway.runners.args import server_args
-from gateway.runners.binary import RunnerError
 from gateway.runners.health import wait_healthy
 
 log = logging.getLogger(__name__)

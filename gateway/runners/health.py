@@ -7,8 +7,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from gateway.errors import GatewayError
-from gateway.runners.binary import RunnerError
+from gateway.errors import GatewayError, RunnerError
 from gateway.upstream.client import BackendClient
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from gateway.config import ModelSpec
+from gateway.errors import RunnerError
 from gateway.gguf import ModelGeometry, kv_cache_bytes, read_geometry
-from gateway.runners.binary import RunnerError
 from gateway.units import format_size, parse_size
 
 log = logging.getLogger(__name__)

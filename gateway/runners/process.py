@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import ModelSpec
+from gateway.errors import RunnerError
 from gateway.runners.args import server_args
-from gateway.runners.binary import RunnerError
 from gateway.runners.health import wait_healthy
 
 log = logging.getLogger(__name__)

@@ -28,11 +28,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gateway.config import Settings
-from gateway.errors import ModelNotFound, Unavailable
+from gateway.errors import ModelNotFound, RunnerError, Unavailable
 from gateway.pool.backend import Backend, Health
 from gateway.pool.pool import Pool
 from gateway.runners.args import server_args
-from gateway.runners.binary import RunnerError
 from gateway.runners.driver import Driver, make_driver
 from gateway.runners.gpus import devices as find_devices
 from gateway.runners.placement import Device, check_fits, choose_device, measure, plan_eviction

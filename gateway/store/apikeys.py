@@ -20,7 +20,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 from redis.asyncio import Redis
 
-from gateway.errors import GatewayError, InvalidRequest
+from gateway.errors import InvalidRequest, KeyNotFound
 from gateway.store import keys
 from gateway.store.connection import reachable, script
 
@@ -127,14 +127,6 @@ class _Changes(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 EDITABLE_FIELDS = tuple(field.name for field in msgspec.structs.fields(_Changes))
-
-
-class KeyNotFound(GatewayError):
-    """No API key has this id. (404; belongs in ``gateway/errors.py``.)"""
-
-    status = 404
-    type = "invalid_request_error"
-    code = "key_not_found"
 
 
 # -- the store -----------------------------------------------------------------------------

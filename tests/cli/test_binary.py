@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.runners.binary import RunnerError, candidates, find_llama_server
+from gateway.errors import RunnerError
+from gateway.runners.binary import candidates, find_llama_server
 from tests.cli.conftest import ROOT, clean_env
 
 

@@ -7,8 +7,8 @@ import hashlib
 import pytest
 import redis.asyncio as redis
 
-from gateway.errors import InvalidRequest
-from gateway.store.apikeys import SECRET_PREFIX, KeyNotFound, KeyStore
+from gateway.errors import InvalidRequest, KeyNotFound
+from gateway.store.apikeys import SECRET_PREFIX, KeyStore
 
 
 async def test_lifecycle_create_find_update_revoke(key_store: KeyStore) -> None:

@@ -9,10 +9,9 @@ from typing import Any
 import pytest
 
 from gateway.config import ModelSpec, Settings, load_settings
-from gateway.errors import Unavailable
+from gateway.errors import RunnerError, Unavailable
 from gateway.pool.backend import Backend, Health
 from gateway.pool.pool import Pool
-from gateway.runners.binary import RunnerError
 from gateway.runners.scheduler import Scheduler
 from gateway.upstream.client import BackendClient
 
