@@ -3,7 +3,7 @@ ones) and ``/api/show`` (one model's details).
 
 The facts come from the GGUF header for a model the gateway runs itself (or whose file it
 can read), and from llama-server's ``/props`` and ``/v1/models`` for a backend given by URL.
-A header is read once per file (seconds for a big model), in a thread.
+A header is read once per file version (:mod:`.ollama_gguf`: milliseconds), in a thread.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import functools
 import hashlib
 import math
 import os
+import struct
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,6 +28,7 @@ from gateway.pool.backend import Backend
 from gateway.pool.pool import Pool
 from gateway.runners.scheduler import MIN_IDLE, Scheduler
 from gateway.runners.state import ModelEntry, RunnerState
+from gateway.surfaces.ollama_gguf import read_header
 
 __all__ = ["ModelFacts", "find_facts", "human_number", "ps_entry", "show_answer", "tag_entry"]
 
@@ -94,9 +97,13 @@ async def find_facts(
     if backends:
         props, meta = await _describe(backends[0])
     path = entry.spec.path if entry is not None and entry.spec.path else props.get("model_path")
+    facts = None
     if path and os.path.isfile(path):
-        facts = await _header_facts(path)
-    else:
+        try:
+            facts = await _header_facts(path)
+        except (OSError, ValueError, struct.error):  # GGUFHeaderError is a ValueError
+            facts = None  # unreadable here: what the backend says will do
+    if facts is None:
         facts = _server_facts(props, meta)
     caps = set(facts.capabilities)
     if entry is not None:
@@ -158,48 +165,43 @@ def _server_facts(props: dict[str, Any], meta: dict[str, Any]) -> ModelFacts:
 
 async def _header_facts(path: str) -> ModelFacts:
     stat = os.stat(path)
-    facts = await asyncio.to_thread(_read_header, path, stat.st_size, stat.st_mtime_ns)
+    facts = await asyncio.to_thread(_read_header_once, path, stat.st_size, stat.st_mtime_ns)
     # A copy: callers add capabilities and the template to theirs.
     return dataclasses.replace(facts, capabilities=list(facts.capabilities))
+
+
+#: One header read at a time: a listing asks for several models at once, often of one file,
+#: and the second asker then finds the first one's result in the cache.
+_READING = threading.Lock()
+
+
+def _read_header_once(path: str, size: int, mtime_ns: int) -> ModelFacts:
+    with _READING:
+        return _read_header(path, size, mtime_ns)
 
 
 @functools.lru_cache(maxsize=64)
 def _read_header(path: str, size: int, mtime_ns: int) -> ModelFacts:
     """The header's facts (cached by file and version: the size and mtime are the key)."""
-    reader = gguf.GGUFReader(path)
-    info: dict[str, Any] = {}
-    for key, value in reader.fields.items():
-        if key.startswith("GGUF.") or key == "tokenizer.chat_template":
-            continue
-        if len(value.data) > _ARRAY_LIMIT:  # vocabularies and merges: not shown
-            info[key] = None
-            continue
-        info[key] = value.contents()
+    header = read_header(path, array_limit=_ARRAY_LIMIT)
+    info = dict(header.metadata)
+    template = info.pop("tokenizer.chat_template", None)
+    template = template if isinstance(template, str) else ""
     arch = str(info.get("general.architecture") or "")
-    count = info.get("general.parameter_count")
-    if not isinstance(count, int):
-        count = sum(int(tensor.n_elements) for tensor in reader.tensors)
-        info["general.parameter_count"] = count
-    template = _contents(reader, "tokenizer.chat_template")
-    caps = [] if f"{arch}.pooling_type" in info else ["completion"]  # embedding models pool
-    if not caps:
-        caps.append("embedding")
+    if not isinstance(info.get("general.parameter_count"), int):
+        info["general.parameter_count"] = header.parameters
+    caps = ["embedding"] if f"{arch}.pooling_type" in info else ["completion"]  # they pool
     return ModelFacts(
         family=arch,
-        parameter_count=count,
+        parameter_count=int(info["general.parameter_count"]),
         quantization=_file_type(info.get("general.file_type")),
         context_length=int(info.get(f"{arch}.context_length") or 0),
-        chat_template=template if isinstance(template, str) else "",
+        chat_template=template,
         size=size,
         modified=mtime_ns / 1e9,
         model_info=dict(sorted(info.items())),
-        capabilities=caps + _template_caps(template if isinstance(template, str) else ""),
+        capabilities=caps + _template_caps(template),
     )
-
-
-def _contents(reader: gguf.GGUFReader, key: str) -> Any:
-    found = reader.get_field(key)
-    return None if found is None else found.contents()
 
 
 def _file_type(value: Any) -> str:
