@@ -68,7 +68,8 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         when = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
         line = f"{when} {record.levelname.lower():<7} {_mask(record.getMessage())}"
-        extras = _extras(record, {})
+        # Unset fields (None) say nothing to a reader: left out here, kept in JSON.
+        extras = {k: v for k, v in _extras(record, {}).items() if v is not None}
         if extras:
             line += " " + " ".join(f"{name}={value}" for name, value in extras.items())
         if record.exc_info:

@@ -34,7 +34,9 @@ def test_json_drops_color_message() -> None:
 
 def test_text_is_one_readable_line_with_extras_and_no_secrets() -> None:
     line = TextFormatter().format(
-        _record(color_message="\x1b[36m", model="smollm2", api_key="sk-lg-secret123456")
+        _record(
+            color_message="\x1b[36m", model="smollm2", backend=None, api_key="sk-lg-secret123456"
+        )
     )
     assert line.endswith("info    Started x model=smollm2")
     assert "\x1b" not in line and "sk-lg" not in line
