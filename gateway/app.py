@@ -34,7 +34,7 @@ from gateway.routing.hooks import RoutingHooks
 from gateway.routing.policies import make_policy
 from gateway.runners.scheduler import Scheduler
 from gateway.store.admission import AdmissionStore
-from gateway.store.affinity import AffinityStore
+from gateway.store.prefixes import AffinityStore
 from gateway.store.apikeys import KeyStore
 from gateway.store.connection import connect
 from gateway.store.limits import Limiter

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,17 @@ from gateway.units import parse_duration, parse_size
 
 ENV_PREFIX = "LLAMA_GATEWAY_"
 DEFAULT_PORT = 12434
-ROUTING_POLICIES = ("affinity", "least-busy", "round-robin")
+
+
+class RoutingPolicy(StrEnum):
+    """How a backend is chosen (``gateway/routing/policies.py`` has one class each)."""
+
+    AFFINITY = "affinity"
+    LEAST_BUSY = "least-busy"
+    ROUND_ROBIN = "round-robin"
+
+
+ROUTING_POLICIES = tuple(RoutingPolicy)
 RUNNER_DRIVERS = ("process", "docker")
 LOG_FORMATS = ("auto", "text", "json")
 

@@ -38,7 +38,7 @@ from gateway.requests import ParsedRequest
 from gateway.routing.fingerprint import Chain, answered_chain, request_chain
 from gateway.routing.hooks import RoutingHooks
 from gateway.routing.policies import Snapshot, outcome
-from gateway.store.affinity import UNKNOWN_SLOT, AffinityStore, Match
+from gateway.store.prefixes import UNKNOWN_SLOT, AffinityStore, Match
 from gateway.store.commands import Command
 from gateway.telemetry.metrics import Metrics
 from gateway.usage import Usage

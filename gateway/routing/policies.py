@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from gateway.config import RoutingPolicy
 from gateway.pool.backend import Backend
 from gateway.routing.fingerprint import Chain
-from gateway.store.affinity import Match
+from gateway.store.prefixes import Match
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +58,6 @@ class Snapshot:
 
 class Policy(Protocol):
     async def choose(self, candidates: Sequence[Backend], snapshot: Snapshot) -> list[Backend]: ...
-
-
-class PolicyName(StrEnum):
-    AFFINITY = "affinity"
-    LEAST_BUSY = "least-busy"
-    ROUND_ROBIN = "round-robin"
 
 
 class LeastBusy:
@@ -146,10 +141,10 @@ def outcome(snapshot: Snapshot, chosen: Backend) -> Outcome:
 
 
 def make_policy(name: str) -> Policy:
-    match PolicyName(name):
-        case PolicyName.AFFINITY:
+    match RoutingPolicy(name):
+        case RoutingPolicy.AFFINITY:
             return Affinity()
-        case PolicyName.LEAST_BUSY:
+        case RoutingPolicy.LEAST_BUSY:
             return LeastBusy()
-        case PolicyName.ROUND_ROBIN:
+        case RoutingPolicy.ROUND_ROBIN:
             return RoundRobin()

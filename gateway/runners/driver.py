@@ -40,7 +40,7 @@ class Driver(Protocol):
 def make_driver(settings: Settings) -> Driver:
     """The driver ``settings.runner_driver`` names (imports only what it needs)."""
     if settings.runner_driver == "docker":
-        from gateway.runners.docker import DockerDriver
+        from gateway.runners.docker_driver import DockerDriver
 
         return DockerDriver(settings)
     from gateway.runners.binary import find_llama_server

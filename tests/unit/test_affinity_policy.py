@@ -20,7 +20,7 @@ from gateway.routing.affinity import AffinityRouter
 from gateway.routing.fingerprint import Chain, chat_chain
 from gateway.routing.policies import Affinity, LeastBusy, Outcome, Snapshot, make_policy, outcome
 from gateway.store import keys
-from gateway.store.affinity import AffinityStore, Match
+from gateway.store.prefixes import AffinityStore, Match
 from gateway.store.commands import Command, run
 from gateway.store.connection import connect
 from gateway.telemetry.metrics import Metrics

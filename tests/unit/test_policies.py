@@ -95,5 +95,5 @@ def test_make_policy_by_name() -> None:
 
 @pytest.mark.parametrize("name", ["nope", "", "least_busy", "Round-Robin"])
 def test_make_policy_refuses_unknown_names(name: str) -> None:
-    with pytest.raises(ValueError, match="PolicyName"):
+    with pytest.raises(ValueError, match="RoutingPolicy"):
         make_policy(name)

@@ -36,7 +36,7 @@ def build_providers(settings: Settings) -> list[Provider]:
 
         providers.append(StaticProvider(settings.backends))
     if settings.docker.discover:
-        from gateway.pool.providers.docker import DockerDiscovery
+        from gateway.pool.providers.docker_labels import DockerDiscovery
 
         providers.append(DockerDiscovery(settings.docker, settings.gateway_name))
     if settings.kubernetes is not None:
