@@ -39,6 +39,7 @@ from gateway.surfaces.ollama_requests import (
     read_generate,
     require_model,
 )
+from gateway.surfaces.openapi import documented
 
 __all__ = ["OLLAMA_API_VERSION", "OLLAMA_ROUTER"]
 
@@ -48,6 +49,8 @@ OLLAMA_API_VERSION = "0.12.0"
 _NDJSON = "application/x-ndjson"
 _STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _LOAD_POLL = 0.1
+#: OpenAPI: a JSON body this surface reads itself, refusals in Ollama's shape.
+_DOCUMENTED = documented(None, Surface.OLLAMA)
 
 
 # -- probes (no key) ------------------------------------------------------------------------
@@ -71,14 +74,14 @@ def version() -> dict[str, str]:
 # -- generation -----------------------------------------------------------------------------
 
 
-@post("/chat", status_code=200)
+@post("/chat", status_code=200, operation_class=_DOCUMENTED)
 async def chat(
     request: Request, dispatcher: Dispatcher, scheduler: Scheduler, settings: Settings
 ) -> Response:
     return await _generate(request, dispatcher, scheduler, settings, read_chat, chat=True)
 
 
-@post("/generate", status_code=200)
+@post("/generate", status_code=200, operation_class=_DOCUMENTED)
 async def generate(
     request: Request, dispatcher: Dispatcher, scheduler: Scheduler, settings: Settings
 ) -> Response:
@@ -198,12 +201,12 @@ async def _wait_loaded(model: str, pool: Pool, scheduler: Scheduler, timeout: fl
 # -- embeddings -----------------------------------------------------------------------------
 
 
-@post("/embed", status_code=200)
+@post("/embed", status_code=200, operation_class=_DOCUMENTED)
 async def embed(request: Request, dispatcher: Dispatcher, scheduler: Scheduler) -> Response:
     return await _embed(request, dispatcher, scheduler, legacy=False)
 
 
-@post("/embeddings", status_code=200)
+@post("/embeddings", status_code=200, operation_class=_DOCUMENTED)
 async def embeddings(request: Request, dispatcher: Dispatcher, scheduler: Scheduler) -> Response:
     """The older route: one ``prompt``, one ``embedding``."""
     return await _embed(request, dispatcher, scheduler, legacy=True)
@@ -266,7 +269,7 @@ async def ps(pool: Pool, scheduler: Scheduler) -> dict[str, Any]:
     return {"models": listed}
 
 
-@post("/show", status_code=200)
+@post("/show", status_code=200, operation_class=_DOCUMENTED)
 async def show(request: Request, pool: Pool, scheduler: Scheduler) -> dict[str, Any]:
     name = require_model(read_body(await request.body()), legacy_name=True)
     model = _resolve(pool, name)
