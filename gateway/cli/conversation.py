@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,7 +103,7 @@ class Conversation:
             **extra,
         }
 
-    def ask(self, prompt: str, stats: AnswerStats) -> Iterator[str]:
+    def ask(self, prompt: str, stats: AnswerStats) -> Generator[str, None, None]:
         """Stream the answer to ``prompt``, piece by piece. The turn joins the history only
         when the answer is complete: one stopped with Ctrl-C leaves no trace."""
         pieces: list[str] = []

@@ -106,7 +106,7 @@ def _ps_row(
         "kv_cache_ratio": backend.get("kv_cache_ratio"),
         # None: not counting down (busy, loading), or a backend the gateway did not start.
         "unload_in_seconds": runner.get("unload_in_seconds"),
-        "keep_alive_seconds": keep.get(model) if runner else None,
+        "keep_alive_seconds": keep.get(model) if runner and model else None,
         "pid": runner.get("pid"),
         "container": runner.get("container"),
         "gpu": device.removeprefix("GPU ") if device and device.startswith("GPU") else None,
