@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, Router, get, head, post
+from litestar import Request, Response, Router, get, head, post, route
 from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
 
@@ -278,6 +278,28 @@ async def show(request: Request, pool: Pool, scheduler: Scheduler) -> dict[str, 
     return show_answer(name, facts, _context_per_request(model, pool, scheduler), parent)
 
 
+# -- model management Ollama has and the gateway leaves to its config ----------------------
+
+
+class NotSupported(GatewayError):
+    status = 501
+    type = "not_supported_error"
+
+
+@route(
+    ["/create", "/copy", "/delete", "/push", "/blobs/{digest:str}"],
+    http_method=["POST", "DELETE", "HEAD"],
+    status_code=501,
+)
+async def model_management(request: Request) -> None:
+    """Clear refusals for Ollama's model-store routes (Open WebUI offers their buttons)."""
+    raise NotSupported(
+        f"{request.method} {request.url.path} is not supported: llama-gateway serves the "
+        "models declared in its config and pulled with /api/pull; it does not create, copy, "
+        "delete or push them"
+    )
+
+
 # -- checks ---------------------------------------------------------------------------------
 
 
@@ -345,7 +367,7 @@ def _json(obj: dict[str, Any], headers: dict[str, str] | None = None) -> Respons
 
 _API = Router(
     path="/api",
-    route_handlers=[chat, generate, embed, embeddings, tags, ps, show],
+    route_handlers=[chat, generate, embed, embeddings, tags, ps, show, model_management],
     guards=[require_api_key],
 )
 

@@ -90,3 +90,20 @@ def test_the_client_raises_the_error(client: ollama.Client) -> None:
         client.chat(model="no-such-model", messages=HI)
     assert raised.value.status_code == 404
     assert raised.value.error == "model 'no-such-model' not found"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/api/create"),
+        ("POST", "/api/copy"),
+        ("DELETE", "/api/delete"),
+        ("POST", "/api/push"),
+    ],
+)
+def test_model_store_routes_say_they_are_not_supported(
+    gateway: Gateway, method: str, path: str
+) -> None:
+    response = httpx.request(method, f"{gateway.url}{path}", json={"model": MODEL}, timeout=30)
+    assert response.status_code == 501
+    assert "not supported" in response.json()["error"]
