@@ -207,11 +207,14 @@ def fleet_factory(llama_bin: str, model_path: str):
     return make
 
 
-@pytest.mark.timeout(3600)  # three runs of 32 requests; minutes alone, far more on shared cores
+@pytest.mark.timeout(2400)  # two runs of 32 requests; minutes alone, more on shared cores
 def test_affinity_reuses_the_cache_round_robin_does_not(fleet_factory) -> None:
+    """Affinity against round-robin, the policy that ignores the cache. (Least-busy is
+    compared in ``make bench``'s routing scenario, where it belongs: a third fleet here
+    cost a third of the suite and asserted nothing.)"""
     runs: dict[str, Run] = {}
     decisions: dict[str, float] = {}
-    for routing in ("affinity", "round-robin", "least-busy"):
+    for routing in ("affinity", "round-robin"):
         with fleet_factory(routing) as fleet:
             runs[routing] = asyncio.run(run_conversations(fleet.gateway.url))
             if routing == "affinity":
