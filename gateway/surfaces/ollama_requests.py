@@ -11,6 +11,8 @@ event (``ollama_answers``), and the last event carries the token counts the gate
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,11 @@ from gateway.surfaces.ollama_options import (
     type_error,
 )
 from gateway.units import parse_duration
+
+#: Go's durations (``time.ParseDuration``), as Ollama reads ``keep_alive``: ``1h30m``, ``2.5s``.
+_GO_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+_GO_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
+_GO_DURATION = re.compile(r"[-+]?(?:\d+(?:\.\d+)?(?:ms|us|µs|ns|h|m|s))+")
 
 __all__ = [
     "OllamaRequest",
@@ -210,7 +217,7 @@ def read_embed(body: dict[str, Any], *, legacy: bool = False) -> OllamaRequest:
     request.keep_alive = _keep_alive(body)
     request.body = {"model": model, "input": value}
     if request.keep_alive is not None:
-        request.body["keep_alive"] = body["keep_alive"]
+        request.body["keep_alive"] = _forwarded(request.keep_alive)
     options = optional(body, "options", dict) or {}
     request.num_ctx = num_ctx(options)
     dimensions = body.get("dimensions")
@@ -240,7 +247,7 @@ def _common(body: dict[str, Any], model: str) -> OllamaRequest:
         "stream_options": {"include_usage": True},
     }
     if request.keep_alive is not None:
-        out["keep_alive"] = body["keep_alive"]  # parse() takes it out for the scheduler
+        out["keep_alive"] = _forwarded(request.keep_alive)  # parse() hands it to the scheduler
     options = body.get("options")
     if options is not None and not isinstance(options, dict):
         raise type_error("options", "an object", options)
@@ -250,16 +257,27 @@ def _common(body: dict[str, Any], model: str) -> OllamaRequest:
 
 
 def _keep_alive(body: dict[str, Any]) -> float | None:
-    if body.get("keep_alive") is None:
+    """Seconds, from a number of seconds or a duration: the gateway's (``5m``, ``-1``) or Go's,
+    which Ollama parses (``1h30m``, ``90s``)."""
+    value = body.get("keep_alive")
+    if value is None:
         return None
-    value = body["keep_alive"]
     try:
+        if isinstance(value, str) and _GO_DURATION.fullmatch(value.strip()):
+            sign = -1.0 if value.strip().startswith("-") else 1.0
+            parts = _GO_PART.findall(value)
+            return parse_duration(sign * sum(float(n) * _GO_UNITS[u] for n, u in parts))
         return parse_duration(value)
     except (TypeError, ValueError):
         raise InvalidRequest(
-            f"invalid keep_alive {value!r}: use a duration such as 30s, 5m, 1h, 0 or -1",
+            f"invalid keep_alive {value!r}: use a duration such as 30s, 5m, 1h30m, 0 or -1",
             param="keep_alive",
         ) from None
+
+
+def _forwarded(seconds: float) -> float:
+    """``keep_alive`` as the gateway's request parser reads it (-1: for ever)."""
+    return -1 if math.isinf(seconds) else seconds
 
 
 def _message(i: int, message: Any) -> dict[str, Any]:

@@ -195,3 +195,14 @@ def test_a_suffix_is_filled_in_by_infill() -> None:
     final = translator.final()
     assert final["done_reason"] == "length"
     assert (final["prompt_eval_count"], final["eval_count"]) == (11, 9)
+
+
+@pytest.mark.parametrize(
+    ("given", "seconds", "sent"),
+    [("1h30m", 5400, 5400), ("5m", 300, 300), (90, 90, 90), ("0", 0, 0), (-1, float("inf"), -1)],
+)
+def test_keep_alive_in_ollama_s_forms(given: object, seconds: float, sent: float) -> None:
+    asked = read_chat(
+        {"model": "m", "messages": [{"role": "user", "content": "x"}], "keep_alive": given}
+    )
+    assert asked.keep_alive == seconds and asked.body["keep_alive"] == sent
