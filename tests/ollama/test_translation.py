@@ -54,7 +54,7 @@ def test_options_become_llama_server_sampling_fields() -> None:
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     assert body["temperature"] == 0.2 and body["top_k"] == 20 and body["max_tokens"] == 7
     assert body["stop"] == ["\n"] and body["n_keep"] == 4 and body["repeat_penalty"] == 1.1
-    assert "num_gpu" not in body and "num_ctx" not in body and body["keep_alive"] == "10m"
+    assert "num_gpu" not in body and "num_ctx" not in body and body["keep_alive"] == 600
     unlimited = read_generate({"model": "m", "prompt": "x", "options": {"num_predict": -1}})
     assert "max_tokens" not in unlimited.body
 
