@@ -4,6 +4,7 @@ selenium. Screenshots go to ``tests/console/artifacts/`` (ignored by git)."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -116,9 +117,9 @@ def admin(console_gateway: Gateway) -> Iterator[httpx.Client]:
         yield client
 
 
-@pytest.fixture(scope="module")
-def driver(console_gateway: Gateway) -> Iterator[webdriver.Chrome]:
-    """Made after (so closed before) the gateway: its page's stream ends with the browser."""
+@contextlib.contextmanager
+def chromium() -> Iterator[webdriver.Chrome]:
+    """Debian's Chromium, headless, on a fresh profile that is removed afterwards."""
     if not Path(CHROMIUM).exists() or not Path(CHROMEDRIVER).exists():
         pytest.fail("Debian's chromium and chromium-driver are missing: run `make browser`")
     profile = tempfile.mkdtemp(prefix="console-chromium-")
@@ -133,6 +134,13 @@ def driver(console_gateway: Gateway) -> Iterator[webdriver.Chrome]:
     finally:
         chrome.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def driver(console_gateway: Gateway) -> Iterator[webdriver.Chrome]:
+    """Made after (so closed before) the gateway: its page's stream ends with the browser."""
+    with chromium() as chrome:
+        yield chrome
 
 
 @pytest.fixture
