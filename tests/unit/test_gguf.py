@@ -68,15 +68,6 @@ def test_cache_types_from_a_command_line() -> None:
     assert kv_cache_types(["-ctk", "q8_0", "--cache-type-v=q4_0"]) == ("q8_0", "q4_0")
 
 
-def test_read_geometry_of_the_real_model(model_path: str) -> None:
-    geometry = read_geometry(model_path)
-    assert geometry.n_layer == 30
-    assert (geometry.n_embd, geometry.n_head, geometry.n_head_kv) == (576, 9, 3)
-    assert geometry.key_length == geometry.value_length == 64
-    assert geometry.n_ctx_train == 8192
-    assert 0 < geometry.weights_bytes < 200_000_000
-
-
 def test_a_file_that_is_not_gguf(tmp_path) -> None:
     path = tmp_path / "model.gguf"
     path.write_bytes(b"not a model" * 10)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.gguf import kv_cache_bytes, read_geometry
 from gateway.pool.stats import (
     ServerCounters,
     ServerStats,
@@ -85,16 +84,6 @@ def test_launch_facts_from_the_runner_command_line() -> None:
         "f16",
     )
     assert stats.kv_unified
-
-
-async def test_capacity_is_read_once_from_the_header(model_path: str) -> None:
-    stats = ServerStats()
-    stats.track_capacity(model_path, n_ctx_slot=1024, slots=4)
-    assert stats.kv_cache_capacity_bytes is None  # being read in the background
-    await asyncio.wait_for(stats._geometry, 60)
-    stats.track_capacity(model_path, n_ctx_slot=1024, slots=4)
-    expected = kv_cache_bytes(read_geometry(model_path), 4096)
-    assert stats.kv_cache_capacity_bytes == expected
 
 
 async def test_capacity_of_an_unreadable_file_stays_unknown(tmp_path) -> None:
