@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import time
 
+from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 
@@ -72,7 +73,8 @@ def admin_or_session(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         return
     cookie = connection.cookies.get(SESSION_COOKIE)
     if cookie and session_valid(token, cookie):
-        if connection.scope["method"] in ("GET", "HEAD") or connection.headers.get(CONSOLE_HEADER):
+        reads = not isinstance(connection, Request) or connection.method in ("GET", "HEAD")
+        if reads or connection.headers.get(CONSOLE_HEADER):
             return
         raise AuthenticationFailed(f"A change from the console must carry {CONSOLE_HEADER}.")
     raise AuthenticationFailed("Invalid or missing admin token.")
