@@ -10,6 +10,7 @@ Content-Security-Policy that allows only the gateway's own scripts and styles, n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -146,7 +147,10 @@ async def _events(
         if requests:
             seen_request = requests[-1]["seq"]
         yield ServerSentEventMessage(data=msgspec.json.encode(payload).decode(), event="state")
-        await asyncio.sleep(TICK)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(sampler.closing.wait(), TICK)
+        if sampler.closing.is_set():
+            return
 
 
 @get("/events", guards=[admin_or_session])

@@ -64,6 +64,12 @@ class Sampler:
         self._cumulative: deque[tuple[float, float, float]] = deque(maxlen=WINDOW + 1)
         #: (unix time, generated tokens/s, prompt tokens/s, {model: queue depth}).
         self.points: deque[tuple[float, float, float, dict[str, int]]] = deque(maxlen=KEEP)
+        #: Set when the server begins to shut down: the pages' streams end (their browsers
+        #: reconnect elsewhere) instead of holding the shutdown for its grace period.
+        self.closing = asyncio.Event()
+
+    def close(self) -> None:
+        self.closing.set()
 
     def sample(self) -> None:
         now = self.clock()
@@ -103,6 +109,7 @@ class Sampler:
         try:
             yield
         finally:
+            self.close()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
