@@ -81,15 +81,13 @@ class ProcessRunner:
         self.api_key = api_key
         self.env = dict(env or {})
         self.port: int | None = None
+        #: Where it answers, once :meth:`start` chose the port.
+        self.url = ""
         self.process: asyncio.subprocess.Process | None = None
         self.log_tail: deque[str] = deque(maxlen=_LOG_TAIL)
         #: Set when the process has exited, for whatever reason.
         self.exited = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     async def start(self, timeout: float) -> None:
         if self.spec.path and not Path(self.spec.path).is_file():
@@ -97,6 +95,7 @@ class ProcessRunner:
             log.warning("model file %s of %s does not exist", self.spec.path, self.spec.model_id)
             raise RunnerError(f"the model file of {self.spec.model_id} does not exist")
         self.port = free_port(self.host)
+        self.url = f"http://{self.host}:{self.port}"
         args = server_args(self.spec, host=self.host, port=self.port, api_key=None)
         key_dir = None
         if self.api_key:
