@@ -158,6 +158,20 @@ def test_a_key_created_in_the_ui_works_until_revoked_in_the_ui(
     usage = browser.wait(lambda d: (text := browser.find(used).text) != "0 / 100,000" and text)
     assert usage.endswith(" / 100,000") and int(usage.split(" ")[0].replace(",", "")) > 0
 
+    # Change a limit from the page: the row and the admin API show it.
+    browser.click(f"#keys tr[data-key='{key_id}'] button[data-action='edit']")
+    rpm = browser.find("#key-form").find_element("name", "rpm")
+    rpm.send_keys("77")
+    browser.click("#key-submit")
+    browser.wait(
+        lambda d: browser.find(f"#keys tr[data-key='{key_id}'] td:nth-child(5)").text == "77"
+    )
+    shown = httpx.get(
+        f"{console_gateway.url}/admin/keys/{key_id}",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    ).json()
+    assert shown["rpm"] == 77 and shown["daily_tokens"] == 100000  # the others kept
+
     browser.click(f"#keys tr[data-key='{key_id}'] button[data-action='revoke']")
     browser.click(f"#keys tr[data-key='{key_id}'] button[data-action='confirm-revoke']")
     browser.wait(
@@ -188,6 +202,10 @@ def test_a_hostile_key_name_is_shown_as_text(
     assert _chat(console_gateway, secret).status_code == 200
     browser.tab("requests")
     browser.wait(lambda d: any(HOSTILE in r.text for r in browser.find_all("#requests tbody tr")))
+    # Filtered by that key (the name typed as text into the filter), only its request is left.
+    browser.find("#request-filters").find_element("name", "key").send_keys(HOSTILE)
+    browser.wait(lambda d: len(browser.find_all("#requests tbody tr")) == 1)
+    assert HOSTILE in browser.find("#requests tbody tr").text
     assert browser.find_all("main img") == []
     time.sleep(0.5)  # an injected onerror would fire as the image fails to load
     assert _no_alert(browser)
