@@ -108,7 +108,7 @@ def test_a_request_in_flight_shows_a_busy_slot_then_idle(
     worker = threading.Thread(target=long_request)
     worker.start()
     try:
-        busy = browser.wait(lambda d: browser.find_all(".slot.busy"), timeout=60)
+        busy = browser.wait(lambda d: browser.find_all(".slot.busy"), timeout=120)
         assert busy[0].get_attribute("data-state") == "busy"
         holders = browser.wait(lambda d: browser.find_all(".holders"))
         assert "storyteller" in holders[0].text

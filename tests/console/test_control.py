@@ -48,7 +48,7 @@ def admin(supervised: Gateway) -> Iterator[httpx.Client]:
         yield client
 
 
-def _until(check: Callable[[], Any], timeout: float = 60) -> Any:
+def _until(check: Callable[[], Any], timeout: float = 120) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = check()
@@ -113,11 +113,11 @@ def test_the_console_shows_the_countdown_and_unloads_and_loads(
         assert countdown.startswith("unloads in ")
         assert "unloads in" in page.visible(".card.backend .runner").text
         page.click(f"{row} button[data-action='unload']")
-        page.wait(lambda d: page.find(f"{row} .badge").text == "unloaded", timeout=60)
+        page.wait(lambda d: page.find(f"{row} .badge").text == "unloaded", timeout=120)
         page.wait(lambda d: page.find_all(".card.backend") == [])
         assert admin.get("/runners").json()["runners"] == []
         page.click(f"{row} button[data-action='load']")
-        page.wait(lambda d: page.find(f"{row} .badge").text == "loaded", timeout=60)
+        page.wait(lambda d: page.find(f"{row} .badge").text == "loaded", timeout=120)
         page.wait(lambda d: page.find_all(".card.backend .slot"))
         page.screenshot("supervised")
         answer = httpx.post(
