@@ -77,16 +77,22 @@ def wait_http(
     raise RuntimeError(f"{url} did not answer {status} within {timeout} s (last: {last})")
 
 
-class _Process:
+class Process:
+    """One server process on a free port: started, waited for until ``ready_path`` answers,
+    its output in a log file, always stopped. Shared by the benchmarks and the tests
+    (``tests/support/processes.py``); ``keep_log`` keeps the file after the stop."""
+
     args: list[str]
     ready_path = "/health"
     start_timeout = 60.0
+    keep_log = False
 
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, *, port: int | None = None, env: dict[str, str] | None = None) -> None:
+        self.port = port or free_port()
+        self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen | None = None
         self.log_path = (
-            Path(tempfile.gettempdir()) / f"loadtest-{type(self).__name__}-{self.port}.log"
+            Path(tempfile.gettempdir()) / f"llama-gateway-{type(self).__name__}-{self.port}.log"
         )
 
     @property
@@ -98,9 +104,9 @@ class _Process:
         assert self.process is not None
         return self.process.pid
 
-    def start(self, env: dict[str, str] | None = None):
+    def start(self, env: dict[str, str] | None = None, *, timeout: float | None = None):
         self.launch(env)
-        return self.wait_ready()
+        return self.wait_ready(timeout)
 
     def launch(self, env: dict[str, str] | None = None) -> None:
         """Start the process without waiting (start several, then :meth:`wait_ready` each)."""
@@ -108,15 +114,19 @@ class _Process:
         self.process = subprocess.Popen(
             self.args,
             cwd=ROOT,
-            env={**os.environ, **(env or {})},
+            env={**self.env, **(env or {})},
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
 
-    def wait_ready(self):
+    def wait_ready(self, timeout: float | None = None):
         assert self.process is not None
         try:
-            wait_http(self.url + self.ready_path, timeout=self.start_timeout, process=self.process)
+            wait_http(
+                self.url + self.ready_path,
+                timeout=timeout or self.start_timeout,
+                process=self.process,
+            )
         except RuntimeError as exc:
             tail = self.log_tail()
             self.stop()
@@ -139,7 +149,8 @@ class _Process:
                 self.process.wait()
         if getattr(self, "_log", None):
             self._log.close()
-        self.log_path.unlink(missing_ok=True)
+        if not self.keep_log:
+            self.log_path.unlink(missing_ok=True)
 
     def __enter__(self):
         return self.start() if self.process is None else self
@@ -148,7 +159,7 @@ class _Process:
         self.stop()
 
 
-class Emulator(_Process):
+class Emulator(Process):
     """``loadtest.emulator`` in its own process, on the load generator's cores."""
 
     def __init__(
@@ -202,7 +213,7 @@ def llama_server_args(
     return args
 
 
-class LlamaServer(_Process):
+class LlamaServer(Process):
     """A real ``llama-server`` on the model, on the load generator's cores."""
 
     def __init__(
@@ -228,7 +239,7 @@ class LlamaServer(_Process):
         )
 
 
-class Gateway(_Process):
+class Gateway(Process):
     """``llama-gateway serve`` exactly as a user starts it, pinned to its own core if
     ``pin``. ``admin_token`` mounts the admin API; without it the gateway runs ``--no-auth``."""
 
@@ -264,7 +275,7 @@ class Gateway(_Process):
         return answer.json()["key"]
 
 
-class RelayFloor(_Process):
+class RelayFloor(Process):
     """``loadtest.floor`` (the HTTP stack relaying, nothing else), pinned as the gateway is."""
 
     def __init__(self, upstream: str) -> None:
@@ -273,7 +284,7 @@ class RelayFloor(_Process):
         self.args = pinned([*args, "--upstream", upstream], GATEWAY_CORES)
 
 
-class RedisServer(_Process):
+class RedisServer(Process):
     """A ``redis-server`` without persistence (the figures are about the request path)."""
 
     def __init__(self) -> None:

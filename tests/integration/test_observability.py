@@ -25,11 +25,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import create_app
 from gateway.config import load_settings
-from tests.support.processes import ROOT, Gateway, LlamaServer
+from tests.support.processes import ROOT, Gateway, LlamaServer, Samples, scrape
 
 CHAT = [{"role": "user", "content": "Name one colour."}]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "llama-gateway.json"
@@ -50,14 +49,9 @@ def eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
         time.sleep(0.1)
 
 
-def samples(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """Every sample of a ``/metrics`` page, by sample name (``_total``, ``_bucket``… included)."""
-    found: dict[str, list[tuple[dict[str, str], float]]] = {}
-    text = httpx.get(f"{url}/metrics", timeout=5).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found.setdefault(sample.name, []).append((sample.labels, sample.value))
-    return found
+def samples(url: str) -> Samples:
+    """Every sample of a gateway's ``/metrics`` page, by sample name."""
+    return scrape(f"{url}/metrics")
 
 
 def gauge(gateway: Gateway, name: str, backend: LlamaServer) -> float | None:

@@ -19,7 +19,7 @@ import pytest
 from gateway.config import ModelSpec
 from gateway.gguf import read_geometry
 from gateway.runners.placement import footprint
-from tests.support.processes import Gateway
+from tests.support.processes import Gateway, scrape
 from tests.support.runners import (
     card,
     chat,
@@ -192,11 +192,8 @@ def test_kv_capacity_of_a_supervised_runner_follows_its_cache_types(
     try:
 
         def capacity() -> float | None:
-            text = httpx.get(f"{gw.url}/metrics", timeout=5).text
-            for line in text.splitlines():
-                if line.startswith("llama_gateway_kv_cache_capacity_bytes{"):
-                    return float(line.rsplit(" ", 1)[1])
-            return None
+            found = scrape(f"{gw.url}/metrics").get("llama_gateway_kv_cache_capacity_bytes")
+            return found[0][1] if found else None
 
         wait_for("the KV capacity gauge", lambda: capacity() == expected)
     finally:

@@ -1,25 +1,47 @@
 """Real processes for the integration tests: ``llama-server`` backends on the real SmolLM2
-model, and gateways started through the real command line."""
+model, and gateways started through the real command line. Both are the benchmark harness's
+:class:`loadtest.procs.Process` (one copy of start, wait, log and stop) with the tests'
+constructors; ``/metrics`` pages are read with prometheus_client's parser (:func:`scrape`)."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
-# One copy of the process helpers, shared with the benchmark harness.
-from loadtest.procs import asset, free_port, llama_server_args, wait_http
+from loadtest.procs import Process, asset, free_port, llama_server_args, wait_http
 
-__all__ = ["ROOT", "Gateway", "LlamaServer", "asset", "free_port", "wait_http"]
+__all__ = [
+    "ROOT",
+    "Gateway",
+    "LlamaServer",
+    "Samples",
+    "asset",
+    "free_port",
+    "scrape",
+    "wait_http",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 
+#: A ``/metrics`` page: sample name (``_total``, ``_bucket``… included) → (labels, value)s.
+Samples = dict[str, list[tuple[dict[str, str], float]]]
 
-class LlamaServer:
+
+def scrape(url: str) -> Samples:
+    """Every sample of the Prometheus page at ``url``."""
+    found: Samples = {}
+    text = httpx.get(url, timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return found
+
+
+class LlamaServer(Process):
     """One real ``llama-server`` on a free port."""
 
     def __init__(
@@ -33,38 +55,18 @@ class LlamaServer:
         extra: tuple[str, ...] = (),
         port: int | None = None,
     ) -> None:
-        self.port = port or free_port()
+        super().__init__(port=port)
         self.args = [
             *llama_server_args(
                 binary, model, self.port, parallel=parallel, ctx_size=ctx_size, alias=alias
             ),
             *extra,
         ]
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> LlamaServer:
-        self.process = subprocess.Popen(
-            self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        wait_http(f"{self.url}/health", timeout=60, process=self.process)
-        return self
 
     def kill(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
     def slots(self) -> list[dict]:
         return httpx.get(f"{self.url}/slots", timeout=5).json()
@@ -74,67 +76,43 @@ class LlamaServer:
 
     def metric(self, name: str) -> float:
         """One ``llamacpp:*`` counter from the backend's own ``/metrics``."""
-        text = httpx.get(f"{self.url}/metrics", timeout=5).text
-        for line in text.splitlines():
-            if line.startswith(f"llamacpp:{name} ") or line.startswith(f"llamacpp:{name}{{"):
-                return float(line.rsplit(" ", 1)[1])
+        for sample_name in (f"llamacpp:{name}", f"llamacpp:{name}_total"):
+            for _, value in scrape(f"{self.url}/metrics").get(sample_name, []):
+                return value
         raise KeyError(name)
 
 
-class Gateway:
-    """``llama-gateway serve`` as a subprocess, exactly as a user starts it."""
+class Gateway(Process):
+    """``llama-gateway serve`` as a subprocess, exactly as a user starts it; ready once
+    ``/ready`` answers (``/health`` with ``wait_ready=False``). Its log is kept after the
+    stop, for the assertions that read it."""
+
+    ready_path = "/ready"
+    start_timeout = 90.0
+    keep_log = True
 
     def __init__(
         self, *args: str, env: dict[str, str] | None = None, wait_ready: bool = True
     ) -> None:
-        self.port = free_port()
+        super().__init__(env=env)
         self.args = [sys.executable, "-m", "gateway", "serve", "--port", str(self.port), *args]
-        self.env = {**os.environ, **(env or {})}
-        self.wait_ready = wait_ready
-        self.process: subprocess.Popen | None = None
-        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"gateway-{self.port}.log"
+        if not wait_ready:
+            self.ready_path = "/health"
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 90) -> Gateway:
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            self.args, env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT
-        )
-        path = "/ready" if self.wait_ready else "/health"
+    def start(self, env: dict[str, str] | None = None, *, timeout: float | None = None) -> Gateway:
         try:
-            wait_http(f"{self.url}{path}", timeout=timeout, process=self.process)
+            super().start(env, timeout=timeout)
         except RuntimeError as exc:
-            self.stop()
             raise RuntimeError(f"{exc}\n--- gateway log ---\n{self.log()}") from None
         return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if getattr(self, "_log", None):
-            self._log.close()
-
     def metric(self, name: str, **labels: str) -> float:
         """Sum of a gateway metric's samples whose labels include ``labels``."""
-        text = httpx.get(f"{self.url}/metrics", timeout=5).text
-        total = 0.0
-        for line in text.splitlines():
-            if not line.startswith(name):
-                continue
-            head, _, value = line.rpartition(" ")
-            if head != name and not head.startswith(name + "{"):
-                continue
-            if all(f'{k}="{v}"' in head for k, v in labels.items()):
-                total += float(value)
-        return total
+        return sum(
+            value
+            for found, value in scrape(f"{self.url}/metrics").get(name, [])
+            if all(found.get(k) == v for k, v in labels.items())
+        )
