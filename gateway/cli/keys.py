@@ -15,12 +15,13 @@ import re
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.config import SettingsError, load_settings
 from gateway.errors import GatewayError, InvalidRequest, KeyNotFound
-from gateway.store.apikeys import ApiKey, KeyStore
-from gateway.store.connection import connect
+
+if TYPE_CHECKING:
+    from gateway.store.apikeys import ApiKey
 
 _LIMITS = ("rpm", "tpm", "max_concurrency", "daily_tokens", "monthly_tokens")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -87,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace, url: str) -> int:
+    # Imported here: the Redis client is for this command only, not every command's start.
+    from gateway.store.apikeys import KeyStore
+    from gateway.store.connection import connect
+
     redis = connect(url)
     try:
         store = KeyStore(redis)

@@ -10,20 +10,12 @@ import argparse
 import asyncio
 import json
 import sys
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from typing import TYPE_CHECKING
 
 from gateway.config import SettingsError, load_settings
-from gateway.models import PullError, PullEvent, models_folder, pull
+
+if TYPE_CHECKING:
+    from gateway.models import PullEvent
 
 __all__ = ["add_parser"]
 
@@ -44,6 +36,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Imported here, not at the command line's start: aiohttp is a third of a second.
+    from gateway.models import PullError, models_folder, pull
+
     try:
         settings = load_settings({"models_dir": args.models_dir})
     except SettingsError as exc:
@@ -77,6 +72,17 @@ async def _show_json(events: object) -> PullEvent | None:
 
 
 async def _show_bars(events: object) -> PullEvent | None:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     console = Console(stderr=True)
     columns = (
         TextColumn("{task.description}"),

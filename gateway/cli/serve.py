@@ -19,7 +19,6 @@ from typing import Any
 
 from gateway.config import DEFAULT_PORT, LOG_FORMATS, ROUTING_POLICIES, Settings, SettingsError
 from gateway.config import load_settings as _load_settings
-from gateway.models.library import models_folder, resolve_models
 from gateway.telemetry.logs import configure_logging
 
 log = logging.getLogger("gateway")
@@ -125,6 +124,8 @@ def model_arg(arg: str) -> dict[str, str]:
 
 # -- the checks before anything starts -----------------------------------------------------
 def load_settings(args: argparse.Namespace) -> Settings:
+    from gateway.models.library import models_folder, resolve_models
+
     try:
         settings = _load_settings(overrides(args), config_file=args.config)
     except SettingsError as exc:
