@@ -5,6 +5,7 @@
 - ``hf:ORG/REPO/FILE.gguf``: that file of a Hugging Face repository (and its other parts).
 - ``hf:ORG/REPO:QUANT`` (or ``hf:ORG/REPO``, which prefers Q4_K_M): the repository's GGUF of
   that quantization, every part of it, and its ``mmproj`` projector if the repository has one.
+  ``hf.co/ORG/REPO:QUANT``, the name Ollama's clients use for the same, is accepted too.
 
 Repositories are read from the hub at ``HF_ENDPOINT`` (default ``https://huggingface.co``) as
 the hub serves them: ``GET /api/models/ORG/REPO?blobs=true`` lists ``siblings`` with their
@@ -26,6 +27,8 @@ __all__ = ["DEFAULT_HF_ENDPOINT", "PullPlan", "RemoteFile", "plan_pull"]
 
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 DEFAULT_QUANT = "Q4_K_M"
+#: How Ollama's clients name a Hugging Face GGUF (``ollama pull hf.co/ORG/REPO:QUANT``).
+_HUB_NAMES = ("hf.co/", "huggingface.co/")
 _SPLIT = re.compile(r"^(?P<stem>.*)-(?P<part>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
 
 
@@ -82,6 +85,9 @@ async def plan_pull(
     headers: dict[str, str] | None = None,
 ) -> PullPlan:
     source = source.strip()
+    for prefix in _HUB_NAMES:
+        if source.startswith(prefix):
+            source = "hf:" + source.removeprefix(prefix)
     if source.startswith("hf:"):
         return await _plan_hub(source, session, (endpoint or DEFAULT_HF_ENDPOINT), headers or {})
     if source.startswith(("https://", "http://")):

@@ -102,6 +102,12 @@ def test_progress_bars_and_how_to_serve_it(hub: Hub, tmp_path: Path) -> None:
     assert resolve(tmp_path, "tiny") is not None
 
 
+def test_ollamas_hf_co_names_are_hub_sources(hub: Hub, tmp_path: Path) -> None:
+    done = _pull(hub, tmp_path, "hf.co/org/tiny-GGUF:Q8_0", "--json")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "tiny-Q8_0.gguf").is_file()
+
+
 def test_a_split_model_comes_whole(hub: Hub, tmp_path: Path) -> None:
     done = _pull(hub, tmp_path, "hf:org/split-GGUF:Q4_K_M", "--json")
     assert done.returncode == 0, done.stderr
