@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 12434
 
-.PHONY: run test bench lint venv model llama-server browser clean
+.PHONY: run test bench chaos lint venv model llama-server browser clean
 
 $(VENV)/.installed: pyproject.toml
 	@echo "==> creating $(VENV) and installing llama-gateway with its dependencies (first run only)"
@@ -43,6 +43,12 @@ test: venv browser
 bench: venv
 	@MODEL=$$($(PY) scripts/assets.py model) && BIN=$$($(PY) scripts/assets.py llama-server) && \
 	LLAMA_GATEWAY_TEST_MODEL=$$MODEL LLAMA_SERVER_BIN=$$BIN $(PY) -m loadtest all
+
+# Break things under load on loopback (Redis restarts and kills, a Sentinel failover, replica
+# kills, …) and print how every request ended; bounded in time and count. SCENARIOS=name… for some.
+chaos: venv
+	@MODEL=$$($(PY) scripts/assets.py model) && BIN=$$($(PY) scripts/assets.py llama-server) && \
+	LLAMA_GATEWAY_TEST_MODEL=$$MODEL LLAMA_SERVER_BIN=$$BIN $(PY) -m tests.chaos $(SCENARIOS)
 
 lint: venv
 	$(VENV)/bin/ruff check gateway tests scripts

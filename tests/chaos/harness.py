@@ -40,17 +40,36 @@ class Tally:
     without_retry_after: int = 0
     hung: int = 0
     lost: int = 0
+    #: Seconds the slowest answered request took.
+    slowest: float = 0.0
     #: What the scenario measured beside the counts (``"first 200 after restart": "0.1 s"``).
     notes: dict[str, str] = field(default_factory=dict)
+    #: What the scenario expected and did not see; ``make chaos`` fails if any.
+    problems: list[str] = field(default_factory=list)
+
+    def expect(self, holds: bool, problem: str) -> None:
+        if not holds:
+            self.problems.append(problem)
+
+    def expect_clean(self, *refusals: int) -> None:
+        """None hung, none lost, every refusal one of ``refusals`` and with ``Retry-After``."""
+        self.expect(self.hung == 0, f"{self.hung} hung")
+        self.expect(self.lost == 0, f"{self.lost} lost")
+        other = {s: n for s, n in self.failed.items() if s not in refusals}
+        self.expect(not other, f"unexpected statuses {other}")
+        missing = self.without_retry_after
+        self.expect(missing == 0, f"{missing} refusals without Retry-After")
 
     def line(self) -> str:
         failed = ", ".join(f"{status}: {n}" for status, n in sorted(self.failed.items())) or "-"
         notes = "; ".join(f"{k}: {v}" for k, v in self.notes.items())
         return (
-            f"{self.name:<34} sent {self.sent:>4}  succeeded {self.succeeded:>4}  "
-            f"failed {{{failed}}}  hung {self.hung}  lost {self.lost}"
+            f"{self.name:<30} sent {self.sent:>4}  succeeded {self.succeeded:>4}  "
+            f"failed {{{failed}}}  hung {self.hung}  lost {self.lost}  "
+            f"slowest {self.slowest:.1f} s"
             + (f"  no Retry-After {self.without_retry_after}" if self.without_retry_after else "")
-            + (f"\n{'':<34} {notes}" if notes else "")
+            + (f"\n{'':<30} {notes}" if notes else "")
+            + "".join(f"\n{'':<30} PROBLEM: {p}" for p in self.problems)
         )
 
     def add(self, response: httpx.Response, stream: bool) -> None:
@@ -86,6 +105,7 @@ async def send(
     """One request to ``url`` (a gateway's base URL), counted in ``tally``."""
     body = CHAT if body is None else body
     tally.sent += 1
+    started = time.monotonic()
     try:
         async with asyncio.timeout(timeout):
             response = await client.post(
@@ -97,6 +117,7 @@ async def send(
     except httpx.HTTPError:
         tally.lost += 1
         return
+    tally.slowest = max(tally.slowest, time.monotonic() - started)
     tally.add(response, bool(body.get("stream")))
 
 
@@ -110,15 +131,17 @@ async def flood(
     body: dict | None = None,
     headers: dict[str, str] | None = None,
     pause: float = 0.0,
+    stop: asyncio.Event | None = None,
 ) -> None:
     """``clients`` concurrent clients, each sending one request after another (round robin over
-    ``urls``) until ``count`` requests were sent or ``seconds`` passed — bounded both ways."""
+    ``urls``) until ``count`` requests were sent, ``seconds`` passed or ``stop`` is set —
+    bounded both ways."""
     deadline = time.monotonic() + seconds
     turn = iter(range(count))
 
     async def client_loop(client: httpx.AsyncClient) -> None:
         for i in turn:
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or (stop is not None and stop.is_set()):
                 return
             await send(client, tally, urls[i % len(urls)], body, headers=headers)
             if pause:
