@@ -175,7 +175,6 @@ def bind(settings: Settings) -> socket.socket:
             ) from None
         raise StartupError(f"cannot listen on {where}: {exc.strerror}; check --host") from None
     sock.listen(2048)
-    sock.set_inheritable(True)
     return sock
 
 
@@ -214,8 +213,13 @@ def serve(settings: Settings, sock: socket.socket) -> int:
     from gateway.cli.http_limits import HeaderLimits, limited_protocol
     from gateway.cli.startup import QuietLifespan, failure_line, quiet_uvicorn_failure
 
+    try:
+        app = create_app(settings)
+    except ValueError as exc:  # a setting only the part it configures can judge (redis_url…)
+        print(f"llama-gateway: invalid setting: {exc}", file=sys.stderr)
+        return 2
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",

@@ -28,6 +28,10 @@ def _one_line(stderr: str) -> str:
         (("--backend", "http://127.0.0.1:9", "--port", "0"), "port must be 1..65535"),
         (("--backend", "http://127.0.0.1:9", "--header-timeout", "0"), "header_timeout must"),
         (("--config", "/nonexistent/gateway.yaml"), "cannot read config file"),
+        (
+            ("--backend", "http://127.0.0.1:9", "--redis-url", "foo://x"),
+            "invalid setting: Redis URL must specify one of the following schemes",
+        ),
     ],
 )
 def test_bad_settings_exit_2(args: tuple[str, ...], message: str) -> None:
