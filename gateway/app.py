@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from gateway.admission.leases import Admission
 from gateway.api import admin, control, health, pull
 from gateway.api import runners as runners_api
+from gateway.api.departures import DepartureMiddleware
 from gateway.api.security import SecurityMiddleware
 from gateway.auth.authenticator import Authenticator
 from gateway.config import Settings
@@ -34,10 +35,10 @@ from gateway.routing.hooks import RoutingHooks
 from gateway.routing.policies import make_policy
 from gateway.runners.scheduler import Scheduler
 from gateway.store.admission import AdmissionStore
-from gateway.store.prefixes import AffinityStore
 from gateway.store.apikeys import KeyStore
 from gateway.store.connection import connect
 from gateway.store.limits import Limiter
+from gateway.store.prefixes import AffinityStore
 from gateway.surfaces import anthropic, native, ollama, openai
 from gateway.surfaces.errors import EXCEPTION_HANDLERS
 from gateway.surfaces.openapi import OPENAPI_CONFIG
@@ -198,6 +199,8 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         logging_config=None,  # the CLI configures logging (JSON), once for the process
         debug=False,
     )
+    # A client that leaves takes its request with it (the queue, the slot).
+    app.asgi_handler = DepartureMiddleware(app.asgi_handler)
     # Around the whole app, so that 404s and 405s of the router also carry x-request-id.
     app.asgi_handler = RequestTelemetryMiddleware(
         app.asgi_handler, tracing=tracing, recorder=recent

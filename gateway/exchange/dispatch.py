@@ -12,17 +12,19 @@ no queue: :meth:`Dispatcher.forward` checks the key's request limits and sends t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import NoReturn
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, NoReturn
 
 import msgspec
 
 from gateway.admission.leases import Admission, Lease, Ticket
 from gateway.auth.authenticator import Authenticator
 from gateway.errors import BackendFailed, GatewayError, InvalidRequest, NoBackend
-from gateway.exchange.accounting import Accountant, Exchange
+from gateway.exchange.accounting import CLIENT_CLOSED, Accountant, Exchange
 from gateway.pool.backend import Backend
 from gateway.pool.pool import Pool
 from gateway.requests import ParsedRequest
@@ -42,6 +44,13 @@ log = logging.getLogger(__name__)
 
 #: Backends one request is tried on before its failure reaches the client.
 ATTEMPTS = 2
+
+
+class _HandedOff(asyncio.CancelledError):
+    """The client left while its whole answer was being generated: the request is cancelled
+    for the client, but the answer's upstream request runs on — llama-server does not stop a
+    non-streamed task when its client goes — and :meth:`Dispatcher._finish_unheard` gives
+    the slot back and settles the limits once it ends, so the slot is never leased twice."""
 
 
 class Dispatcher:
@@ -68,6 +77,8 @@ class Dispatcher:
         self.accountant = Accountant(
             admission=admission, limiter=limiter, metrics=metrics, clock=clock
         )
+        #: Answers whose clients left, running to their end (see _HandedOff).
+        self._background: set[asyncio.Future[None]] = set()
 
     async def open(
         self,
@@ -88,8 +99,10 @@ class Dispatcher:
             self.pool.demand(model, request.keep_alive)  # loads a declared model if needed
             await self._check_fits(model, request)
             lease, upstream = await self._send(
-                model, request, key, limits, headers, telemetry, lookup
+                model, request, key, limits, headers, telemetry, lookup, started_at
             )
+        except _HandedOff:
+            raise  # settled when its upstream request ends
         except BaseException:
             await self.limiter.settle(key, estimate, 0, request_id=limits.request_id)
             raise
@@ -98,10 +111,13 @@ class Dispatcher:
             request, model, key, limits, lease, upstream, started_at, telemetry=telemetry
         )
 
-    async def read_whole(self, exchange: Exchange) -> bytes:
-        """The whole answer of a non-streamed request, accounted."""
+    async def read_whole(self, exchange: Exchange, *, status: int = 200) -> bytes:
+        """The whole answer of a non-streamed request, accounted (with ``status``)."""
         try:
             body = await exchange.upstream.read()
+        except asyncio.CancelledError:  # the client left (api/departures.py)
+            self.close(exchange, status=CLIENT_CLOSED)
+            raise
         except BaseException:
             self.close(exchange, status=502)
             raise
@@ -114,7 +130,7 @@ class Dispatcher:
         exchange.outcome.usage = answer_format.usage(answer)
         exchange.outcome.finish_reasons = answer_format.finish_reasons(answer)
         exchange.outcome.done = True
-        await self.close(exchange, status=200)
+        await self.close(exchange, status=status)
         return body
 
     async def stream(self, exchange: Exchange) -> AsyncIterator[bytes]:
@@ -204,6 +220,7 @@ class Dispatcher:
         headers: dict[str, str] | None,
         telemetry: RequestTelemetry,
         lookup: object,
+        started_at: float,
     ) -> tuple[Lease, UpstreamResponse]:
         """Lease a slot and open the upstream request; one retry elsewhere before a byte."""
         ticket = Ticket(key.id, key.weight, key.priority, max(1, request.estimated_tokens()))
@@ -219,9 +236,22 @@ class Dispatcher:
                 **(headers or {}),
                 **telemetry.upstream_headers(backend.name, slot=self.routing.slot(lease)),
             }
+            sent = self.routing.body(lease, body)  # with id_slot, when a slot is pinned
+            opening = asyncio.ensure_future(
+                backend.client.open(request.endpoint, sent, sent_headers)
+            )
             try:
-                sent = self.routing.body(lease, body)  # with id_slot, when a slot is pinned
-                upstream = await backend.client.open(request.endpoint, sent, sent_headers)
+                # Shielded: a non-streamed answer's upstream request outlives a client that
+                # leaves (see _HandedOff); a stream's is aborted when its relay ends.
+                upstream = await asyncio.shield(opening)
+            except asyncio.CancelledError:
+                if request.stream:
+                    opening.cancel()
+                    await self._give_back(lease)
+                    raise
+                unheard = (request, model, key, limits, lease, started_at)
+                self._spawn(self._finish_unheard(opening, *unheard))
+                raise _HandedOff() from None
             except GatewayError as exc:
                 telemetry.end_upstream(exc.message)
                 await self._give_back(lease)
@@ -257,6 +287,33 @@ class Dispatcher:
         lease = await self.admission.acquire(model, ordered, exclude=exclude, ticket=ticket)
         self.routing.placed(request, model, snapshot, lease)
         return lease
+
+    async def _finish_unheard(
+        self,
+        opening: asyncio.Future[UpstreamResponse],
+        request: ParsedRequest,
+        model: str,
+        key: ApiKey,
+        limits: LimitState,
+        lease: Lease,
+        started_at: float,
+    ) -> None:
+        """Wait out the answer of a client that left, then give its slot back and account
+        what it cost (status 499)."""
+        try:
+            upstream = await opening
+        except BaseException:
+            await self._give_back(lease)
+            await self.limiter.settle(key, limits.estimated_tokens, 0, request_id=limits.request_id)
+            return
+        exchange = Exchange(request, model, key, limits, lease, upstream, started_at)
+        with contextlib.suppress(GatewayError):
+            await self.read_whole(exchange, status=CLIENT_CLOSED)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _judge(self, backend: Backend, exc: GatewayError) -> None:
         """Count a failure against ``backend``'s circuit breaker when it is its fault."""

@@ -1,0 +1,92 @@
+"""A client that goes away takes its request with it, streamed or not.
+
+An ASGI server tells an app that its client left only through ``receive()`` — and once a
+handler has read the body, nothing calls ``receive()`` again until a streamed answer starts.
+So a request waiting in the fair queue, or a whole (non-streamed) answer being generated,
+would keep its place and its slot for a client long gone. This middleware watches
+``receive()`` for the client's departure from the moment the body is read; if the client
+leaves before the answer has started, the handler is cancelled: a waiter leaves the queue, a
+running request is aborted upstream (llama-server frees the slot), and the request is logged
+and counted as 499. Once a streamed answer has started, the stream sees the departure itself
+(Litestar's ``Stream`` listens for it) and ends the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+__all__ = ["CLIENT_CLOSED", "DepartureMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+#: The status a request whose client left is logged and counted with (nginx's).
+CLIENT_CLOSED = 499
+_DISCONNECT: Message = {"type": "http.disconnect"}
+
+
+class DepartureMiddleware:
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send)
+            return
+        departed = asyncio.Event()
+        answering = False
+        watcher: asyncio.Task[None] | None = None
+        handler = asyncio.current_task()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            departed.set()
+            if not answering and handler is not None:
+                handler.cancel()
+
+        async def app_receive() -> Message:
+            nonlocal watcher
+            if watcher is not None:  # the watcher reads the client from now on
+                await departed.wait()
+                return _DISCONNECT
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                departed.set()
+            elif not message.get("more_body", False):
+                watcher = asyncio.create_task(watch(), name="client-departure")
+            return message
+
+        async def app_send(message: Message) -> None:
+            nonlocal answering
+            if message["type"] == "http.response.start":
+                answering = True
+            await send(message)
+
+        try:
+            await self.app(scope, app_receive, app_send)
+        except asyncio.CancelledError:
+            if not departed.is_set():
+                raise  # the server is shutting down: not ours to swallow
+            telemetry = scope.get("state", {}).get("telemetry")
+            if telemetry is not None and telemetry.status is None:
+                telemetry.status = CLIENT_CLOSED
+            _uncancel()
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+
+
+def _uncancel() -> None:
+    """The handler's cancellation was this middleware's own: the request task goes on (to
+    log the request), not cancelled."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
