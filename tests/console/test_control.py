@@ -115,7 +115,7 @@ def test_the_console_shows_the_countdown_and_unloads_and_loads(
         page.click(f"{row} button[data-action='unload']")
         page.wait(lambda d: page.find(f"{row} .badge").text == "unloaded", timeout=120)
         page.wait(lambda d: page.find_all(".card.backend") == [])
-        assert admin.get("/runners").json()["runners"] == []
+        _until(lambda: admin.get("/runners").json()["runners"] == [])  # its process is gone
         page.click(f"{row} button[data-action='load']")
         page.wait(lambda d: page.find(f"{row} .badge").text == "loaded", timeout=120)
         page.wait(lambda d: page.find_all(".card.backend .slot"))
