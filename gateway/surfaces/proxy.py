@@ -10,6 +10,7 @@ from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
 
 from gateway.exchange import Dispatcher
+from gateway.exchange.batch import read_parts, split
 from gateway.requests import ParsedRequest
 
 __all__ = ["SSE_HEADERS", "describe", "proxy"]
@@ -26,9 +27,14 @@ def describe(request: Request, dispatcher: Dispatcher, parsed: ParsedRequest) ->
 
 
 async def proxy(request: Request, dispatcher: Dispatcher, parsed: ParsedRequest) -> Response:
-    """Send ``parsed`` down the path; the backend's answer as it wrote it."""
+    """Send ``parsed`` down the path; the backend's answer as it wrote it (one filling
+    several slots is split, and its parts' answers merged: ``exchange/batch.py``)."""
     describe(request, dispatcher, parsed)
     key, telemetry = request.state.api_key, request.state.telemetry
+    parts = split(parsed)
+    if parts is not None:
+        body, headers = await read_parts(dispatcher, parts, key=key, telemetry=telemetry)
+        return Response(content=body, media_type="application/json", headers=headers)
     if not parsed.spec.takes_slot:
         body = await dispatcher.forward(parsed, key=key, telemetry=telemetry)
         return Response(content=body, media_type="application/json")

@@ -382,3 +382,41 @@ def test_a_stream_the_client_cut_is_charged_what_was_relayed(gateway: Gateway) -
     # Accounted once the gateway notices the client is gone.
     completion = _counted(gateway, before)[1]
     assert 20 <= completion < 400
+
+
+# -- requests that fill several slots ----------------------------------------------------------
+
+
+def test_a_batch_of_prompts_takes_a_lease_per_prompt_and_is_charged_in_full(
+    gateway: Gateway,
+) -> None:
+    """Eight prompts in one request are eight requests on the path: their choices merged in
+    order, their usage summed — and the counters take all of it."""
+    before = _tokens(gateway)
+    body = {"model": "smollm2", "prompt": ["Once upon a time"] * 8, "max_tokens": 5}
+    body["ignore_eos"] = True
+    answer = httpx.post(f"{gateway.url}/v1/completions", json=body, timeout=120)
+    assert answer.status_code == 200, answer.text
+    merged = answer.json()
+    assert [c["index"] for c in merged["choices"]] == list(range(8))
+    assert merged["usage"]["completion_tokens"] == 8 * 5
+    usage = merged["usage"]
+    assert _counted(gateway, before) == (usage["prompt_tokens"], 40)
+
+
+def test_n_choices_are_n_requests(oai: openai.OpenAI) -> None:
+    answer = oai.chat.completions.create(
+        model="smollm2", messages=HI, max_tokens=3, n=3, extra_body={"ignore_eos": True}
+    )
+    assert [c.index for c in answer.choices] == [0, 1, 2]
+    assert answer.usage is not None and answer.usage.completion_tokens == 9
+
+
+def test_requests_past_the_slot_bounds_are_refused(gateway: Gateway) -> None:
+    url = f"{gateway.url}/v1/completions"
+    too_many = {"model": "smollm2", "prompt": ["a"] * 65}
+    streamed = {"model": "smollm2", "prompt": "a", "n": 2, "stream": True}
+    for body, param in ((too_many, "prompt"), (streamed, "n")):
+        answer = httpx.post(url, json=body)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"]["param"] == param
