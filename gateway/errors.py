@@ -61,59 +61,81 @@ class GatewayError(Exception):
 
 
 class InvalidRequest(GatewayError):
+    """The request is malformed: bad JSON, a missing or mistyped field."""
+
     status = 400
     type = "invalid_request_error"
 
 
 class ContextLengthExceeded(InvalidRequest):
+    """The prompt cannot fit the model's context (checked before queueing)."""
+
     code = "context_length_exceeded"
 
 
 class AuthenticationFailed(GatewayError):
+    """No key, or an unknown, expired or revoked one."""
+
     status = 401
     type = "invalid_request_error"
     code = "invalid_api_key"
 
 
 class PermissionDenied(GatewayError):
+    """The key's allow-list leaves this model out."""
+
     status = 403
     type = "permission_error"
     code = "model_not_allowed"
 
 
 class ModelNotFound(GatewayError):
+    """No backend serves the model and none is declared."""
+
     status = 404
     type = "invalid_request_error"
     code = "model_not_found"
 
 
 class PayloadTooLarge(GatewayError):
+    """The body is over ``max_body_bytes``."""
+
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
 
 
 class RateLimited(GatewayError):
+    """A limit or budget of the key refused; ``Retry-After`` says when to come back."""
+
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
 
 
 class QueueFull(RateLimited):
+    """The model's fair queue has no room (the flooding key's newest waiter goes first)."""
+
     code = "queue_full"
 
 
 class Unavailable(GatewayError):
+    """The gateway cannot serve now (its store is unreachable, no backend is ready)."""
+
     status = 503
     type = "service_unavailable_error"
     code = "service_unavailable"
 
 
 class QueueTimeout(Unavailable):
+    """No slot became free within the queue deadline."""
+
     code = "queue_timeout"
 
 
 class NoBackend(Unavailable):
+    """No backend of the model is ready."""
+
     code = "no_backend"
 
 

@@ -27,7 +27,6 @@ from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from redis.asyncio import Redis
 
-from gateway.admission.leases import Admission
 from gateway.api.session import (
     SESSION_COOKIE,
     SESSION_SECONDS,
@@ -37,14 +36,10 @@ from gateway.api.session import (
     token_matches,
 )
 from gateway.config import Settings
-from gateway.console.series import Sampler
 from gateway.console.view import pool_view
 from gateway.errors import AuthenticationFailed, InvalidRequest
-from gateway.pool.pool import Pool
-from gateway.runners.scheduler import Scheduler
 from gateway.store.apikeys import KeyStore
 from gateway.store.key_usage import read_usage
-from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.recent import RecentRequests
 
 __all__ = ["CSP", "ROUTES"]
@@ -120,16 +115,12 @@ def logout() -> Response[None]:
 # -- the live stream -------------------------------------------------------------------------
 
 
-async def _events(
-    pool: Pool,
-    admission: Admission,
-    scheduler: Scheduler,
-    metrics: Metrics,
-    recent: RecentRequests,
-    sampler: Sampler,
-) -> AsyncIterator[ServerSentEventMessage]:
+async def _events(request: Request) -> AsyncIterator[ServerSentEventMessage]:
     """One ``state`` event a second: the whole pool, plus what the page has not seen of the
     plots and the requests (all of them in the first event)."""
+    state = request.app.state
+    pool, admission, scheduler = state.pool, state.admission, state.scheduler
+    metrics, recent, sampler = state.metrics, state.recent, state.sampler
     seen_request, seen_point = 0, 0.0
     while True:
         series = sampler.series(seen_point)
@@ -154,15 +145,8 @@ async def _events(
 
 
 @get("/events", guards=[admin_or_session])
-async def events(
-    pool: Pool,
-    admission: Admission,
-    scheduler: Scheduler,
-    metrics: Metrics,
-    recent: RecentRequests,
-    sampler: Sampler,
-) -> ServerSentEvent:
-    stream = _events(pool, admission, scheduler, metrics, recent, sampler)
+async def events(request: Request) -> ServerSentEvent:
+    stream = _events(request)
     return ServerSentEvent(stream, headers=_NO_STORE, retry_duration=2000)
 
 

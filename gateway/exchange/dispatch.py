@@ -282,7 +282,7 @@ class Dispatcher:
     ) -> Lease:
         candidates = self.pool.serving(model)
         inflight = {b: self.admission.inflight(b) for b in candidates}
-        snapshot = await self.routing.snapshot(request, model, candidates, inflight, lookup)
+        snapshot = await self.routing.snapshot(request, model, inflight, lookup)
         ordered = await self.policy.choose(candidates, snapshot)
         lease = await self.admission.acquire(model, ordered, exclude=exclude, ticket=ticket)
         self.routing.placed(request, model, snapshot, lease)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +38,8 @@ from gateway.requests import ParsedRequest
 from gateway.routing.fingerprint import Chain, answered_chain, request_chain
 from gateway.routing.hooks import RoutingHooks
 from gateway.routing.policies import Snapshot, outcome
-from gateway.store.prefixes import UNKNOWN_SLOT, AffinityStore, Match
 from gateway.store.commands import Command
+from gateway.store.prefixes import UNKNOWN_SLOT, AffinityStore, Match
 from gateway.telemetry.metrics import Metrics
 from gateway.usage import Usage
 
@@ -83,11 +83,11 @@ class AffinityRouter(RoutingHooks):
         self,
         request: ParsedRequest,
         model: str,
-        candidates: Sequence[Backend],
         inflight: Mapping[Backend, int],
         lookup: Lookup | None = None,
     ) -> Snapshot:
         chain, found = lookup if lookup is not None else await self.lookup(request, model)
+        candidates = list(inflight)
         matches = {b: _still_held(b, found[b.url]) for b in candidates if b.url in found}
         pinned = Counter(b for b, _ in self._pinned.elements())
         return Snapshot(

@@ -17,7 +17,7 @@ The order around one request:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from gateway.pool.backend import Backend
@@ -36,13 +36,9 @@ class RoutingHooks:
         return None
 
     async def snapshot(
-        self,
-        request: ParsedRequest,
-        model: str,
-        candidates: Sequence[Backend],
-        inflight: Mapping[Backend, int],
-        lookup: Any,
+        self, request: ParsedRequest, model: str, inflight: Mapping[Backend, int], lookup: Any
     ) -> Snapshot:
+        """The pool as the policy sees it: ``inflight`` has a key for each candidate."""
         return Snapshot(inflight)
 
     def placed(self, request: ParsedRequest, model: str, snapshot: Snapshot, lease: Any) -> None:

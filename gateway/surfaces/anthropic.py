@@ -8,20 +8,18 @@ neither); every refusal is in Anthropic's error shape, and a stream that breaks 
 
 from __future__ import annotations
 
-from litestar import Request, Response, Router, post
+from litestar import Request, Router
 
 from gateway.api.guards import require_api_key
 from gateway.errors import InvalidRequest
-from gateway.exchange import Dispatcher
 from gateway.requests import Endpoint, ParsedRequest, parse
 from gateway.surfaces import Surface
-from gateway.surfaces.openapi import documented
-from gateway.surfaces.proxy import proxy
+from gateway.surfaces.proxy import forwarding
 
 __all__ = ["ANTHROPIC_ROUTER"]
 
 
-def _parse(endpoint: Endpoint, raw: bytes) -> ParsedRequest:
+def _read(endpoint: Endpoint, raw: bytes, request: Request) -> ParsedRequest:
     parsed = parse(endpoint, raw)
     system = parsed.body.get("system")
     if system is not None and not isinstance(system, str | list):
@@ -29,28 +27,24 @@ def _parse(endpoint: Endpoint, raw: bytes) -> ParsedRequest:
     return parsed
 
 
-@post(
-    "/v1/messages",
-    status_code=200,
-    operation_class=documented(Endpoint.MESSAGES, Surface.ANTHROPIC),
-)
-async def messages(request: Request, dispatcher: Dispatcher) -> Response:
-    return await proxy(request, dispatcher, _parse(Endpoint.MESSAGES, await request.body()))
-
-
-@post(
-    "/v1/messages/count_tokens",
-    status_code=200,
-    operation_class=documented(Endpoint.MESSAGES_COUNT_TOKENS, Surface.ANTHROPIC),
-)
-async def count_tokens(request: Request, dispatcher: Dispatcher) -> Response:
-    raw = await request.body()
-    return await proxy(request, dispatcher, _parse(Endpoint.MESSAGES_COUNT_TOKENS, raw))
-
-
 ANTHROPIC_ROUTER = Router(
     path="/",
-    route_handlers=[messages, count_tokens],
+    route_handlers=[
+        forwarding(
+            "/v1/messages",
+            Endpoint.MESSAGES,
+            Surface.ANTHROPIC,
+            read=_read,
+            summary="Anthropic Messages, streamed or not",
+        ),
+        forwarding(
+            "/v1/messages/count_tokens",
+            Endpoint.MESSAGES_COUNT_TOKENS,
+            Surface.ANTHROPIC,
+            read=_read,
+            summary="Count a Messages request's input tokens",
+        ),
+    ],
     guards=[require_api_key],
     opt={"surface": Surface.ANTHROPIC},
 )

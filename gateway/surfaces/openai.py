@@ -5,66 +5,30 @@ from __future__ import annotations
 
 import time
 
-from litestar import Request, Response, Router, get, post
+from litestar import Router, get
+from litestar.handlers import HTTPRouteHandler
 
 from gateway.api.guards import require_api_key
 from gateway.errors import ModelNotFound
-from gateway.exchange import Dispatcher
 from gateway.pool.pool import Pool
-from gateway.requests import Endpoint, parse
+from gateway.requests import Endpoint
 from gateway.runners.scheduler import Scheduler
 from gateway.surfaces import Surface
-from gateway.surfaces.openapi import documented
-from gateway.surfaces.proxy import proxy
+from gateway.surfaces.proxy import forwarding
 
 
-async def _proxy(endpoint: Endpoint, request: Request, dispatcher: Dispatcher) -> Response:
-    return await proxy(request, dispatcher, parse(endpoint, await request.body()))
+def _route(path: str, endpoint: Endpoint, summary: str) -> HTTPRouteHandler:
+    return forwarding(path, endpoint, Surface.OPENAI, summary=summary)
 
 
-@post(
-    "/v1/chat/completions",
-    status_code=200,
-    operation_class=documented(Endpoint.CHAT, Surface.OPENAI),
-)
-async def chat_completions(request: Request, dispatcher: Dispatcher) -> Response:
-    return await _proxy(Endpoint.CHAT, request, dispatcher)
-
-
-@post(
-    "/v1/completions",
-    status_code=200,
-    operation_class=documented(Endpoint.COMPLETIONS, Surface.OPENAI),
-)
-async def completions(request: Request, dispatcher: Dispatcher) -> Response:
-    return await _proxy(Endpoint.COMPLETIONS, request, dispatcher)
-
-
-@post(
-    "/v1/embeddings",
-    status_code=200,
-    operation_class=documented(Endpoint.EMBEDDINGS, Surface.OPENAI),
-)
-async def embeddings(request: Request, dispatcher: Dispatcher) -> Response:
-    return await _proxy(Endpoint.EMBEDDINGS, request, dispatcher)
-
-
-@post(
-    "/v1/responses", status_code=200, operation_class=documented(Endpoint.RESPONSES, Surface.OPENAI)
-)
-async def responses(request: Request, dispatcher: Dispatcher) -> Response:
-    """OpenAI's Responses API, as llama-server serves it (stateless: no ``previous_response_id``
-    store — llama-server keeps none either)."""
-    return await _proxy(Endpoint.RESPONSES, request, dispatcher)
-
-
-@post(
-    "/v1/responses/input_tokens",
-    status_code=200,
-    operation_class=documented(Endpoint.RESPONSES_INPUT_TOKENS, Surface.OPENAI),
-)
-async def responses_input_tokens(request: Request, dispatcher: Dispatcher) -> Response:
-    return await _proxy(Endpoint.RESPONSES_INPUT_TOKENS, request, dispatcher)
+ROUTES = [
+    _route("/v1/chat/completions", Endpoint.CHAT, "Chat completions, streamed or not"),
+    _route("/v1/completions", Endpoint.COMPLETIONS, "Text completions"),
+    _route("/v1/embeddings", Endpoint.EMBEDDINGS, "Embeddings (runners with --embeddings)"),
+    # Stateless, as llama-server serves it: no previous_response_id store.
+    _route("/v1/responses", Endpoint.RESPONSES, "Responses, streamed or not"),
+    _route("/v1/responses/input_tokens", Endpoint.RESPONSES_INPUT_TOKENS, "Count input tokens"),
+]
 
 
 @get("/v1/models")
@@ -118,15 +82,7 @@ def _model_card(
 
 ROUTER = Router(
     path="/",
-    route_handlers=[
-        chat_completions,
-        completions,
-        embeddings,
-        responses,
-        responses_input_tokens,
-        list_models,
-        retrieve_model,
-    ],
+    route_handlers=[*ROUTES, list_models, retrieve_model],
     opt={"surface": Surface.OPENAI},
     guards=[require_api_key],
 )

@@ -5,15 +5,20 @@ llama.cpp's native routes); Ollama's translates on top of the same dispatcher.""
 
 from __future__ import annotations
 
-from litestar import Request, Response
+from collections.abc import Callable
+
+from litestar import Request, Response, post
 from litestar.background_tasks import BackgroundTask
+from litestar.handlers import HTTPRouteHandler
 from litestar.response import Stream
 
 from gateway.exchange import Dispatcher
 from gateway.exchange.batch import read_parts, split
-from gateway.requests import ParsedRequest
+from gateway.requests import Endpoint, ParsedRequest, parse
+from gateway.surfaces import Surface
+from gateway.surfaces.openapi import documented
 
-__all__ = ["SSE_HEADERS", "describe", "proxy"]
+__all__ = ["SSE_HEADERS", "Reader", "describe", "forwarding", "proxy"]
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -51,3 +56,34 @@ async def proxy(request: Request, dispatcher: Dispatcher, parsed: ParsedRequest)
         )
     body = await dispatcher.read_whole(exchange)
     return Response(content=body, media_type="application/json", headers=limit_headers)
+
+
+#: How a surface reads one endpoint's body into the request value (``parse`` by default).
+Reader = Callable[[Endpoint, bytes, Request], ParsedRequest]
+
+
+def _parse(endpoint: Endpoint, raw: bytes, request: Request) -> ParsedRequest:
+    return parse(endpoint, raw)
+
+
+def forwarding(
+    path: str | list[str],
+    endpoint: Endpoint,
+    surface: Surface,
+    *,
+    read: Reader = _parse,
+    summary: str | None = None,
+) -> HTTPRouteHandler:
+    """The route of a surface whose backend speaks its API: read the body (``read``), send
+    it down the path, hand the answer back — documented in ``/openapi.json``."""
+
+    async def forward(request: Request, dispatcher: Dispatcher) -> Response:
+        parsed = read(endpoint, await request.body(), request)
+        return await proxy(request, dispatcher, parsed)
+
+    return post(
+        path,
+        status_code=200,
+        summary=summary or f"{endpoint}",
+        operation_class=documented(endpoint, surface),
+    )(forward)

@@ -52,16 +52,17 @@ class AnswerFormat:
 
     markers: tuple[bytes, ...] = (b'"usage"', b'"error"', b'"finish_reason":"', b"data: [DONE]")
 
+    #: Where the answer's ``usage`` keeps its prompt, completion and cached counts.
+    _fields = ("prompt_tokens", "completion_tokens", "prompt_tokens_details")
+
     def usage(self, answer: Any) -> Usage | None:
         usage = answer.get("usage") if isinstance(answer, Mapping) else None
         if not isinstance(usage, Mapping):
             return None
-        details = usage.get("prompt_tokens_details") or {}
-        return Usage(
-            _int(usage.get("prompt_tokens")),
-            _int(usage.get("completion_tokens")),
-            _int(details.get("cached_tokens") if isinstance(details, Mapping) else 0),
-        )
+        prompt, completion, details_key = self._fields
+        details = usage.get(details_key) or {}
+        cached = details.get("cached_tokens") if isinstance(details, Mapping) else 0
+        return Usage(_int(usage.get(prompt)), _int(usage.get(completion)), _int(cached))
 
     def finish_reasons(self, answer: Any) -> list[str]:
         choices = answer.get("choices") if isinstance(answer, Mapping) else None
@@ -76,8 +77,10 @@ class AnswerFormat:
             outcome.done = True
             return True
         event = _decode(data)
-        if event is None:
-            return True
+        return True if event is None else self.read(event, outcome, drop_usage)
+
+    def read(self, event: dict[str, Any], outcome: StreamOutcome, drop_usage: bool) -> bool:
+        """:meth:`inspect` for a decoded event."""
         if "error" in event:
             outcome.error = event["error"]
         outcome.finish_reasons += self.finish_reasons(event)
@@ -96,27 +99,12 @@ class ResponsesFormat(AnswerFormat):
     markers = (b'"response.completed"', b'"response.failed"', b'"response.incomplete"', b'"error"')
     _LAST = ("response.completed", "response.failed", "response.incomplete")
 
-    def usage(self, answer: Any) -> Usage | None:
-        usage = answer.get("usage") if isinstance(answer, Mapping) else None
-        if not isinstance(usage, Mapping):
-            return None
-        details = usage.get("input_tokens_details") or {}
-        return Usage(
-            _int(usage.get("input_tokens")),
-            _int(usage.get("output_tokens")),
-            _int(details.get("cached_tokens") if isinstance(details, Mapping) else 0),
-        )
+    _fields = ("input_tokens", "output_tokens", "input_tokens_details")
 
     def finish_reasons(self, answer: Any) -> list[str]:
-        status = answer.get("status") if isinstance(answer, Mapping) else None
-        return [status] if isinstance(status, str) else []
+        return _one(answer, "status")
 
-    def inspect(
-        self, name: bytes | None, data: bytes, outcome: StreamOutcome, drop_usage: bool
-    ) -> bool:
-        event = _decode(data)
-        if event is None:
-            return True
+    def read(self, event: dict[str, Any], outcome: StreamOutcome, drop_usage: bool) -> bool:
         kind = event.get("type")
         if kind in self._LAST:
             outcome.done = True
@@ -146,15 +134,9 @@ class AnthropicFormat(AnswerFormat):
         return Usage(prompt, _int(usage.get("output_tokens")), read)
 
     def finish_reasons(self, answer: Any) -> list[str]:
-        reason = answer.get("stop_reason") if isinstance(answer, Mapping) else None
-        return [reason] if isinstance(reason, str) else []
+        return _one(answer, "stop_reason")
 
-    def inspect(
-        self, name: bytes | None, data: bytes, outcome: StreamOutcome, drop_usage: bool
-    ) -> bool:
-        event = _decode(data)
-        if event is None:
-            return True
+    def read(self, event: dict[str, Any], outcome: StreamOutcome, drop_usage: bool) -> bool:
         kind = event.get("type")
         if kind == "message_start":
             outcome.reported.update((event.get("message") or {}).get("usage") or {})
@@ -191,15 +173,9 @@ class NativeFormat(AnswerFormat):
         )
 
     def finish_reasons(self, answer: Any) -> list[str]:
-        reason = answer.get("stop_type") if isinstance(answer, Mapping) else None
-        return [reason] if isinstance(reason, str) and reason else []
+        return _one(answer, "stop_type")
 
-    def inspect(
-        self, name: bytes | None, data: bytes, outcome: StreamOutcome, drop_usage: bool
-    ) -> bool:
-        event = _decode(data)
-        if event is None:
-            return True
+    def read(self, event: dict[str, Any], outcome: StreamOutcome, drop_usage: bool) -> bool:
         if "error" in event:
             outcome.error = event["error"]
         if event.get("stop") is True:
@@ -233,6 +209,12 @@ _FORMATS: dict[Endpoint, AnswerFormat] = {
 
 def format_of(endpoint: Endpoint) -> AnswerFormat:
     return _FORMATS.get(endpoint, _OPENAI)
+
+
+def _one(answer: Any, field: str) -> list[str]:
+    """The finish reason an answer keeps in ``field``, as a list of one (or none)."""
+    reason = answer.get(field) if isinstance(answer, Mapping) else None
+    return [reason] if isinstance(reason, str) and reason else []
 
 
 def _decode(data: bytes) -> dict[str, Any] | None:

@@ -117,7 +117,7 @@ async def test_the_router_records_the_answer_after_close_and_the_next_turn_hits(
     router = AffinityRouter(AffinityStore(connect("memory://")), metrics)
     turn_1 = _conversation(1, turns=1)[:-1]
     answer = {"role": "assistant", "content": "answer 0"}
-    first = await router.snapshot(_chat(turn_1), "m", [A, B], {A: 0, B: 0})
+    first = await router.snapshot(_chat(turn_1), "m", {A: 0, B: 0})
     assert first.matches == {}
     lease = Lease(B, "m", "lease")
     router.placed(_chat(turn_1), "m", first, lease)
@@ -127,7 +127,7 @@ async def test_the_router_records_the_answer_after_close_and_the_next_turn_hits(
     await asyncio.sleep(0.05)
 
     turn_2 = [*turn_1, answer, {"role": "user", "content": "and then?"}]
-    second = await router.snapshot(_chat(turn_2), "m", [A, B], {A: 0, B: 0})
+    second = await router.snapshot(_chat(turn_2), "m", {A: 0, B: 0})
     assert second.depth(B) == chat_chain({"messages": [*turn_1, answer]}).depth
     assert await Affinity().choose([A, B], second) == [B, A]
     router.placed(_chat(turn_2), "m", second, Lease(B, "m", "lease"))
@@ -148,7 +148,7 @@ async def test_the_record_rides_on_the_pipeline_that_gives_the_lease_back() -> N
     # The lookup rides on the limits check's round trip (here another command's).
     checked, lookup = await run(client, _set(client, "checked"), router.lookup(_chat(turn_1), "m"))
     assert checked is True
-    first = await router.snapshot(_chat(turn_1), "m", [A, B], {A: 0, B: 0}, lookup)
+    first = await router.snapshot(_chat(turn_1), "m", {A: 0, B: 0}, lookup)
     assert first.matches == {}
     lease = Lease(B, "m", "lease")
     router.placed(_chat(turn_1), "m", first, lease)
@@ -161,7 +161,7 @@ async def test_the_record_rides_on_the_pipeline_that_gives_the_lease_back() -> N
 
     turn_2 = [*turn_1, answer, {"role": "user", "content": "and then?"}]
     _, lookup = await run(client, _set(client, "checked"), router.lookup(_chat(turn_2), "m"))
-    second = await router.snapshot(_chat(turn_2), "m", [A, B], {A: 0, B: 0}, lookup)
+    second = await router.snapshot(_chat(turn_2), "m", {A: 0, B: 0}, lookup)
     assert second.depth(B) == chat_chain({"messages": [*turn_1, answer]}).depth
     assert await Affinity().choose([A, B], second) == [B, A]
 
@@ -175,25 +175,25 @@ async def test_the_router_pins_an_idle_matching_slot_once() -> None:
     request = _chat(messages)
     # The last probe shows slot 3 holding another prompt: its record is stale, no pin.
     A.slot_states = [{"id": i, "n_prompt_tokens": 80} for i in range(4)]
-    stale = await router.snapshot(request, "m", [A, B], {A: 0, B: 0})
+    stale = await router.snapshot(request, "m", {A: 0, B: 0})
     assert stale.depth(A) == chain.depth and stale.idle_matching_slot(A) is None
     A.slot_states[3]["n_prompt_tokens"] = 120
 
-    snap = await router.snapshot(request, "m", [A, B], {A: 0, B: 0})
+    snap = await router.snapshot(request, "m", {A: 0, B: 0})
     first = Lease(A, "m", "lease")
     router.placed(request, "m", snap, first)
     assert msgspec.json.decode(router.body(first, request.upstream_body()))["id_slot"] == 3
     assert router.slot(first) == 3
     # A second request for the same prefix while slot 3 is busy: not pinned.
-    snap = await router.snapshot(request, "m", [A, B], {A: 1, B: 0})
+    snap = await router.snapshot(request, "m", {A: 1, B: 0})
     second = Lease(A, "m", "lease")
     router.placed(request, "m", snap, second)
     assert router.body(second, request.upstream_body()) == request.upstream_body()
     router.forget(second)
     router.forget(first)  # given back before a response: slot 3 is free again
-    snap = await router.snapshot(request, "m", [A, B], {A: 0, B: 0})
+    snap = await router.snapshot(request, "m", {A: 0, B: 0})
     assert snap.idle_matching_slot(A) == 3
     A.slot_states[3]["is_processing"] = True  # busy by the probe: never pinned
-    snap = await router.snapshot(request, "m", [A, B], {A: 0, B: 0})
+    snap = await router.snapshot(request, "m", {A: 0, B: 0})
     assert snap.idle_matching_slot(A) is None
     A.slot_states = []
