@@ -18,6 +18,8 @@ import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from gateway.exchange.accounting import CLIENT_CLOSED
+
 __all__ = ["CLIENT_CLOSED", "DepartureMiddleware"]
 
 Scope = MutableMapping[str, Any]
@@ -25,8 +27,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-#: The status a request whose client left is logged and counted with (nginx's).
-CLIENT_CLOSED = 499
 _DISCONNECT: Message = {"type": "http.disconnect"}
 
 

@@ -1,7 +1,7 @@
 """Probes for orchestrators (``/health``, ``/ready``) and the Prometheus scrape (``/metrics``).
 
 ``/ready``'s status code is for every probe; its list of backends only for the admin (when an
-admin token is set). ``/metrics`` wants the metrics token when one is set (api/guards.py)."""
+admin token is set). ``/metrics`` wants the metrics token when one is set (auth/guards.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from litestar import Request, Response, get
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from gateway.admission.leases import Admission
-from gateway.api.guards import may_see_internals, require_metrics_token
+from gateway.auth.guards import may_see_internals, require_metrics_token
 from gateway.pool.backend import Backend
 from gateway.pool.pool import Pool
 from gateway.pool.stats import kv_cache_tokens, kv_cache_usage_ratio

@@ -24,7 +24,7 @@ from litestar.handlers import BaseRouteHandler
 from litestar.params import JSONBody
 from litestar.response import Stream
 
-from gateway.api.guards import bearer_is
+from gateway.auth.guards import bearer_is
 from gateway.config import Settings
 from gateway.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
 from gateway.models import PullError, PullEvent, models_folder, pull

@@ -10,7 +10,7 @@ from typing import Any
 from litestar import get
 
 from gateway.admission.leases import Admission
-from gateway.api.guards import require_admin_token_if_set
+from gateway.auth.guards import require_admin_token_if_set
 from gateway.pool.backend import Backend
 from gateway.pool.pool import Pool
 from gateway.pool.stats import kv_cache_tokens, kv_cache_usage_ratio

@@ -32,7 +32,7 @@ from gateway.usage import Usage
 
 log = logging.getLogger(__name__)
 
-#: Status recorded for a request whose client went away before the end.
+#: Status recorded for a request whose client went away before the end (nginx's).
 CLIENT_CLOSED = 499
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from litestar import Request, Router
 from litestar.handlers import HTTPRouteHandler
 
-from gateway.api.guards import require_api_key
+from gateway.auth.guards import require_api_key
 from gateway.errors import InvalidRequest
 from gateway.requests import Endpoint, ParsedRequest, parse
 from gateway.surfaces import Surface

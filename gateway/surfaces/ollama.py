@@ -20,7 +20,7 @@ from litestar import Request, Response, Router, get, head, post, route
 from litestar.background_tasks import BackgroundTask
 from litestar.response import Stream
 
-from gateway.api.guards import require_api_key
+from gateway.auth.guards import require_api_key
 from gateway.config import Settings
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, Unavailable
 from gateway.exchange import Dispatcher, Exchange

@@ -8,7 +8,7 @@ import time
 from litestar import Router, get
 from litestar.handlers import HTTPRouteHandler
 
-from gateway.api.guards import require_api_key
+from gateway.auth.guards import require_api_key
 from gateway.errors import ModelNotFound
 from gateway.pool.pool import Pool
 from gateway.requests import Endpoint
