@@ -51,8 +51,9 @@ chaos: venv
 	LLAMA_GATEWAY_TEST_MODEL=$$MODEL LLAMA_SERVER_BIN=$$BIN $(PY) -m tests.chaos $(SCENARIOS)
 
 lint: venv
-	$(VENV)/bin/ruff check gateway tests scripts
-	$(VENV)/bin/ruff format --check gateway tests scripts
+	$(VENV)/bin/ruff check gateway tests scripts loadtest
+	$(VENV)/bin/ruff format --check gateway tests scripts loadtest
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

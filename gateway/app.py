@@ -15,6 +15,7 @@ from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.types import ControllerRouterHandler
 from opentelemetry.sdk.trace import TracerProvider
 
 from gateway.admission.leases import Admission
@@ -173,7 +174,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
             "authenticator": None if settings.no_auth else authenticator,
         }
     )
-    routes = [
+    routes: list[ControllerRouterHandler] = [
         openai.ROUTER,
         anthropic.ANTHROPIC_ROUTER,
         native.NATIVE_ROUTER,
@@ -199,14 +200,15 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         logging_config=None,  # the CLI configures logging (JSON), once for the process
         debug=False,
     )
-    # A client that leaves takes its request with it (the queue, the slot).
-    app.asgi_handler = DepartureMiddleware(app.asgi_handler)
-    # Around the whole app, so that 404s and 405s of the router also carry x-request-id.
-    app.asgi_handler = RequestTelemetryMiddleware(
-        app.asgi_handler, tracing=tracing, recorder=recent
-    )
-    # Outermost: security headers on every answer, over-long URLs refused before all else.
-    app.asgi_handler = SecurityMiddleware(app.asgi_handler, max_url_bytes=settings.max_url_bytes)
+    # Plain ASGI around the whole app (Litestar's own middleware runs per route, after the
+    # router: these must see its 404s and 405s too). Innermost first:
+    handler: Any = app.asgi_handler
+    # a client that leaves takes its request with it (the queue, the slot);
+    handler = DepartureMiddleware(handler)
+    # every answer carries x-request-id, every API request a span and a log line;
+    handler = RequestTelemetryMiddleware(handler, tracing=tracing, recorder=recent)
+    # security headers on every answer, over-long URLs refused before all else.
+    app.asgi_handler = SecurityMiddleware(handler, max_url_bytes=settings.max_url_bytes)  # type: ignore[assignment]
     return app
 
 

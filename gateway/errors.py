@@ -202,13 +202,13 @@ class BackendFailed(BackendError):
     """A 5xx answer before any byte reached the client: another backend may do better —
     unless its message shows the request was malformed (:attr:`blames_request`)."""
 
+    def __init__(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        super().__init__(status, body, content_type)
+        self.retryable = not self.blames_request
+
     @property
     def blames_request(self) -> bool:
         return self.status == 500 and bool(_MALFORMED.search(self.backend_message))
-
-    @property  # type: ignore[override]
-    def retryable(self) -> bool:
-        return not self.blames_request
 
 
 class KeyNotFound(GatewayError):

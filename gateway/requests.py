@@ -59,8 +59,18 @@ class EndpointSpec:
     model_required: bool = True
 
 
-_NO_SLOT = {"generates": False, "takes_slot": False, "streams": False, "max_tokens": ()}
-_NATIVE = {"model_required": False}
+def _counting(prompt: str, context: tuple[str, ...] = (), *, native: bool = False) -> EndpointSpec:
+    """An endpoint that occupies no slot: it counts, tokenizes or templates."""
+    return EndpointSpec(
+        prompt,
+        context,
+        generates=False,
+        takes_slot=False,
+        streams=False,
+        max_tokens=(),
+        model_required=not native,
+    )
+
 
 SPECS: dict[Endpoint, EndpointSpec] = {
     Endpoint.CHAT: EndpointSpec("messages", max_tokens=("max_tokens", "max_completion_tokens")),
@@ -69,22 +79,32 @@ SPECS: dict[Endpoint, EndpointSpec] = {
     Endpoint.RESPONSES: EndpointSpec(
         "input", context=("instructions",), max_tokens=("max_output_tokens",)
     ),
-    Endpoint.RESPONSES_INPUT_TOKENS: EndpointSpec("input", ("instructions",), **_NO_SLOT),
+    Endpoint.RESPONSES_INPUT_TOKENS: _counting("input", ("instructions",)),
     Endpoint.MESSAGES: EndpointSpec("messages", context=("system",)),
-    Endpoint.MESSAGES_COUNT_TOKENS: EndpointSpec("messages", ("system",), **_NO_SLOT),
+    Endpoint.MESSAGES_COUNT_TOKENS: _counting("messages", ("system",)),
     Endpoint.RERANK: EndpointSpec(
-        "query", ("documents",), generates=False, streams=False, max_tokens=(), **_NATIVE
+        "query",
+        ("documents",),
+        generates=False,
+        streams=False,
+        max_tokens=(),
+        model_required=False,
     ),
-    Endpoint.COMPLETION: EndpointSpec("prompt", max_tokens=("n_predict", "max_tokens"), **_NATIVE),
+    Endpoint.COMPLETION: EndpointSpec(
+        "prompt", max_tokens=("n_predict", "max_tokens"), model_required=False
+    ),
     Endpoint.INFILL: EndpointSpec(
-        None, ("input_prefix", "input_suffix", "prompt"), max_tokens=("n_predict",), **_NATIVE
+        None,
+        ("input_prefix", "input_suffix", "prompt"),
+        max_tokens=("n_predict",),
+        model_required=False,
     ),
     Endpoint.EMBEDDING: EndpointSpec(
-        "content", generates=False, streams=False, max_tokens=(), **_NATIVE
+        "content", generates=False, streams=False, max_tokens=(), model_required=False
     ),
-    Endpoint.TOKENIZE: EndpointSpec("content", **_NO_SLOT, **_NATIVE),
-    Endpoint.DETOKENIZE: EndpointSpec("tokens", **_NO_SLOT, **_NATIVE),
-    Endpoint.APPLY_TEMPLATE: EndpointSpec("messages", **_NO_SLOT, **_NATIVE),
+    Endpoint.TOKENIZE: _counting("content", native=True),
+    Endpoint.DETOKENIZE: _counting("tokens", native=True),
+    Endpoint.APPLY_TEMPLATE: _counting("messages", native=True),
 }
 
 #: Typical bytes per token of English text under BPE vocabularies; only for estimates.

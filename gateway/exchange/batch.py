@@ -43,7 +43,7 @@ def split(request: ParsedRequest) -> list[ParsedRequest] | None:
         )
     prompt = body.get("prompt")
     batch = request.endpoint is Endpoint.COMPLETIONS and _is_batch(prompt)
-    prompts: list[Any] = list(prompt) if batch else [prompt]
+    prompts: list[Any] = list(prompt) if batch and prompt is not None else [prompt]
     count = len(prompts) * n
     if count == 1:
         return None
@@ -106,7 +106,7 @@ def _merge(answers: list[dict[str, Any]]) -> dict[str, Any]:
             choices.append({**choice, "index": i})
     merged["choices"] = choices
     usages = [a.get("usage") or {} for a in answers]
-    usage = {
+    usage: dict[str, Any] = {
         name: sum(int(u.get(name) or 0) for u in usages)
         for name in ("prompt_tokens", "completion_tokens", "total_tokens")
     }

@@ -147,7 +147,7 @@ class Dispatcher:
         finally:
             self.close(exchange)
 
-    def close(self, exchange: Exchange, *, status: int | None = None):
+    def close(self, exchange: Exchange, *, status: int | None = None) -> asyncio.Future[None]:
         """Give the lease back and account the request, once, however it ended."""
         usage = exchange.outcome.usage
         record = self.routing.record(exchange.lease, usage)  # rides on the release

@@ -62,8 +62,8 @@ def text_chain(prompt: Any, answer: str = "") -> Chain:
         prompt = prompt[0]  # a batch: its first prompt
     if isinstance(prompt, str):
         text = prompt + answer
-        blocks = (text[i : i + BLOCK_CHARS] for i in range(0, len(text), BLOCK_CHARS))
-        return _chain(b"text\x00", (b.encode() for b in blocks), sizes=_char_sizes(text))
+        pieces = (text[i : i + BLOCK_CHARS].encode() for i in range(0, len(text), BLOCK_CHARS))
+        return _chain(b"text\x00", pieces, sizes=_char_sizes(text))
     if isinstance(prompt, list):  # token ids: blocks of 128 tokens, depth in tokens
         step = BLOCK_CHARS // 4
         blocks = (_encode(prompt[i : i + step]) for i in range(0, len(prompt), step))

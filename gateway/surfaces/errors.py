@@ -18,6 +18,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import ExceptionHandlersMap
 
 from gateway.errors import BackendError, GatewayError
 from gateway.surfaces import Surface, surface_of
@@ -128,7 +129,7 @@ def _count(request: Request, status: int) -> None:
         metrics.requests.labels(*labels, str(status)).inc()
 
 
-EXCEPTION_HANDLERS = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     GatewayError: gateway_error,
     HTTPException: http_error,
     Exception: unexpected_error,

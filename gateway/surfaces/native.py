@@ -39,10 +39,10 @@ def _read(endpoint: Endpoint, raw: bytes, request: Request) -> ParsedRequest:
 def _default_model(request: Request) -> str | None:
     """``?model=``, else the only model served; ``None`` when several are, so the body
     must name one."""
-    asked = request.query_params.get("model")
+    asked: str | None = request.query_params.get("model")
     if asked:
         return asked
-    models = request.app.state.pool.known_models()
+    models: set[str] = request.app.state.pool.known_models()
     return next(iter(models)) if len(models) == 1 else None
 
 

@@ -4,6 +4,7 @@ handlers that parse, dispatch and hand the answer back as the backend wrote it."
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from litestar import Router, get
 from litestar.handlers import HTTPRouteHandler
@@ -50,13 +51,13 @@ async def list_models(pool: Pool, scheduler: Scheduler) -> dict:
 
 
 @get("/v1/models/{model_id:path}")
-async def retrieve_model(model_id: str, pool: Pool, scheduler: Scheduler) -> dict:
+async def retrieve_model(model_id: str, pool: Pool, scheduler: Scheduler) -> dict[str, Any]:
     """One model in OpenAI's shape; 404 ``model_not_found`` for a model nobody serves."""
     wanted = model_id.lstrip("/")
-    listed = await list_models.fn(pool=pool, scheduler=scheduler)
+    listed: dict[str, Any] = await list_models.fn(pool=pool, scheduler=scheduler)
     for card in listed["data"]:
         if card["id"] == wanted:
-            return card
+            return dict(card)
     raise ModelNotFound(f"The model '{wanted}' does not exist", param="model")
 
 

@@ -22,6 +22,7 @@ from litestar.openapi.spec import (
     OpenAPIResponse,
     OpenAPIType,
     Operation,
+    Reference,
     RequestBody,
     Schema,
     SecurityScheme,
@@ -124,12 +125,12 @@ def request_schema(endpoint: Endpoint) -> Schema:
     )
 
 
-def _responses(surface: Surface, streams: bool) -> dict[str, OpenAPIResponse]:
+def _responses(surface: Surface, streams: bool) -> dict[str, OpenAPIResponse | Reference]:
     media = {"application/json": OpenAPIMediaType(schema=_OBJECT)}
     if streams:
         media["text/event-stream"] = OpenAPIMediaType(schema=_STRING)
     error = {"application/json": OpenAPIMediaType(schema=_ERRORS[surface])}
-    answers = {
+    answers: dict[str, OpenAPIResponse | Reference] = {
         "200": OpenAPIResponse(description="The backend's answer, as it wrote it.", content=media)
     }
     for status, why in _REFUSALS.items():
