@@ -73,3 +73,14 @@ def test_malformed_http_is_a_json_400(gateway: Gateway) -> None:
     assert status == 400, body
     assert headers["content-type"].startswith("application/json")
     assert httpx.Response(status, content=body).json()["error"]["message"]
+
+
+@pytest.mark.parametrize("token", [-1, 10**9])
+def test_token_ids_out_of_range_are_a_400(gateway: Gateway, token: int) -> None:
+    """Found by the fuzzer: llama-server answers a token id outside its vocabulary with a 500
+    (``vector::_M_range_check``); that is the request's fault, not the backend's."""
+    answer = httpx.post(
+        f"{gateway.url}/detokenize", json={"model": "smollm2", "tokens": [token]}, timeout=30
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["message"]
