@@ -193,7 +193,8 @@ class BackendError(GatewayError):
 
 #: llama-server's words for a field it could not read: its 500 is then the request's fault.
 _MALFORMED = re.compile(
-    r"failed to parse|expected '|json\.exception|type must be|invalid (type|value|argument)",
+    r"failed to parse|expected '|json\.exception|type must be|invalid (type|value|argument)"
+    r"|_M_range_check|out of range",  # a token id past the vocabulary, for one
     re.IGNORECASE,
 )
 

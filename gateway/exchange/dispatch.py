@@ -180,7 +180,7 @@ class Dispatcher:
                     upstream = await backend.client.open(request.endpoint, request.raw, headers)
                     body = await upstream.read()
                 except GatewayError as exc:
-                    telemetry.end_upstream(exc.message)
+                    telemetry.end_upstream(str(exc))
                     self._judge(backend, exc)
                     if not exc.retryable or attempt == min(ATTEMPTS, len(ordered)):
                         _raise_for_client(exc)
@@ -253,7 +253,7 @@ class Dispatcher:
                 self._spawn(self._finish_unheard(opening, *unheard))
                 raise _HandedOff() from None
             except GatewayError as exc:
-                telemetry.end_upstream(exc.message)
+                telemetry.end_upstream(str(exc))
                 await self._give_back(lease)
                 self._judge(backend, exc)
                 tried.add(backend)

@@ -27,7 +27,7 @@ async def probe(backend: Backend) -> None:
         return
     except GatewayError as exc:
         backend.health = Health.UNHEALTHY
-        backend.last_error = exc.message
+        backend.last_error = str(exc)
         return
 
     try:
@@ -36,7 +36,7 @@ async def probe(backend: Backend) -> None:
         slots = await _slots(backend)
     except GatewayError as exc:
         backend.health = Health.UNHEALTHY
-        backend.last_error = exc.message
+        backend.last_error = str(exc)
         return
 
     backend.slots = int(props.get("total_slots") or 0)

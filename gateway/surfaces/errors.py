@@ -41,6 +41,9 @@ _HTTP_TYPES = {
 #: Anthropic's error ``type`` for each status (its API reference, "Errors").
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error",
+    408: "invalid_request_error",
+    414: "invalid_request_error",
+    431: "invalid_request_error",
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",

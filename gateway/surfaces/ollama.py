@@ -22,7 +22,13 @@ from litestar.response import Stream
 
 from gateway.auth.guards import require_api_key
 from gateway.config import Settings
-from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, Unavailable
+from gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    ModelNotFound,
+    Unavailable,
+    UpstreamUnreachable,
+)
 from gateway.exchange import Dispatcher, Exchange
 from gateway.pool.pool import Pool
 from gateway.requests import parse
@@ -231,7 +237,10 @@ async def _embed(
             dimensions=asked.dimensions,
         )
     except (msgspec.DecodeError, KeyError, TypeError, AttributeError):
-        raise GatewayError("the backend's embeddings answer could not be read") from None
+        raise UpstreamUnreachable(
+            "the embeddings answer was not JSON of the expected shape",
+            message="The backend's embeddings answer could not be read.",
+        ) from None
     if legacy:
         return _json({"embedding": out["embeddings"][0]})
     return _json(out, exchange.limits.headers())

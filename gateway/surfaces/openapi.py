@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
 
+from litestar import Router
+from litestar._openapi.plugin import handle_schema_path_not_found
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import (
@@ -27,6 +29,7 @@ from litestar.openapi.spec import (
     Schema,
     SecurityScheme,
 )
+from litestar.routes import BaseRoute
 
 from gateway.requests import SPECS, Endpoint
 from gateway.surfaces import Surface
@@ -155,6 +158,17 @@ def documented(endpoint: Endpoint | None, surface: Surface) -> type[Operation]:
     return DocumentedOperation
 
 
+class _DocumentOnly(Router):
+    """Litestar's schema router, serving the JSON document alone: Litestar also mounts a
+    catch-all under it (``/openapi.json/{path}``) that answers 404 as an HTML page, where
+    every refusal of the gateway is JSON in its surface's shape."""
+
+    def register(self, value: Any) -> list[BaseRoute]:
+        if getattr(value, "fn", None) is handle_schema_path_not_found:
+            return []
+        return super().register(value)
+
+
 OPENAPI_CONFIG = OpenAPIConfig(
     title="llama-gateway",
     version=version("llama-gateway"),
@@ -171,7 +185,6 @@ OPENAPI_CONFIG = OpenAPIConfig(
         }
     ),
     security=[{"bearer": []}, {"x-api-key": []}],
-    path="/openapi.json",
     render_plugins=[JsonRenderPlugin(path="/")],
-    enabled_endpoints={"openapi.json"},
+    openapi_router=_DocumentOnly(path="/openapi.json", route_handlers=[], include_in_schema=False),
 )
