@@ -252,6 +252,7 @@ def serve(settings: Settings, sock: socket.socket) -> int:
         sock.close()
     if server.started:
         return 0
-    failure = getattr(server, "lifespan", None) and server.lifespan.failure  # type: ignore[attr-defined]
+    lifespan = getattr(server, "lifespan", None)  # set once the start began
+    failure = lifespan.failure if isinstance(lifespan, QuietLifespan) else None
     print(f"llama-gateway: {failure_line(failure)}", file=sys.stderr)
     return 1
