@@ -83,19 +83,32 @@ async def read_parts(
     """Send every part down the path at once and merge their answers: the choices in order
     (``index`` = prompt x n + choice), the usage summed. A part that fails fails the whole,
     and the others are closed."""
-    opened = await asyncio.gather(
-        *(dispatcher.open(p, key=key, telemetry=telemetry) for p in parts),
-        return_exceptions=True,
-    )
-    exchanges = [e for e in opened if isinstance(e, Exchange)]
+    opening = [
+        asyncio.ensure_future(dispatcher.open(p, key=key, telemetry=telemetry)) for p in parts
+    ]
+    try:
+        opened = await asyncio.gather(*opening, return_exceptions=True)
+    except BaseException:  # the client left: parts already answered must give their slots back
+        _close_opened(dispatcher, opening)
+        raise
     failed = [e for e in opened if isinstance(e, BaseException)]
     if failed:
-        for exchange in exchanges:
-            dispatcher.close(exchange, status=499)
+        _close_opened(dispatcher, opening)
         raise failed[0]
+    exchanges = [e for e in opened if isinstance(e, Exchange)]
     bodies = await asyncio.gather(*(dispatcher.read_whole(e) for e in exchanges))
     headers = exchanges[-1].limits.headers()
     return msgspec.json.encode(_merge([msgspec.json.decode(b) for b in bodies])), headers
+
+
+def _close_opened(dispatcher: Dispatcher, opening: list[asyncio.Future[Exchange]]) -> None:
+    """Close (499) the parts whose exchange opened, when the whole fails or is cancelled;
+    parts still opening are cancelled and clean up after themselves."""
+    for task in opening:
+        if not task.done():
+            task.cancel()
+        elif not task.cancelled() and task.exception() is None:
+            dispatcher.close(task.result(), status=499)
 
 
 def _merge(answers: list[dict[str, Any]]) -> dict[str, Any]:

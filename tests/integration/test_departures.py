@@ -133,3 +133,23 @@ def test_a_whole_answer_whose_client_left_keeps_its_slot_until_it_ends(
     answer.join()
     assert max(deferred) == 0  # never sent while the slot was still taken
     assert _statuses(gateway)[-2:] == [499, 200]  # the one that left, then the short one
+
+
+def test_a_split_request_whose_client_leaves_gives_every_slot_back(
+    one_slot: tuple[Gateway, LlamaServer],
+) -> None:
+    """Four choices on one slot run one after another; the client leaves after some have
+    answered and others still wait: every part's lease comes back, none is left taken."""
+    gateway, backend = one_slot
+    _wait_idle(backend)
+    body = {**LONG, "n": 4, "max_tokens": 12}
+    _leave_after(gateway.url, body, 1.0)
+    _wait_idle(backend, timeout=30)
+    deadline = time.monotonic() + 10
+    while gateway.metric("llama_gateway_inflight_requests") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert gateway.metric("llama_gateway_inflight_requests") == 0
+    short = {**LONG, "max_tokens": 2}
+    assert (
+        httpx.post(f"{gateway.url}/v1/chat/completions", json=short, timeout=30).status_code == 200
+    )
