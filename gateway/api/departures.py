@@ -73,10 +73,13 @@ class DepartureMiddleware:
         except asyncio.CancelledError:
             if not departed.is_set():
                 raise  # the server is shutting down: not ours to swallow
-            telemetry = scope.get("state", {}).get("telemetry")
-            if telemetry is not None and telemetry.status is None:
-                telemetry.status = CLIENT_CLOSED
             _uncancel()
+            telemetry = scope.get("state", {}).get("telemetry")
+            if telemetry is not None:
+                for close in telemetry.closers:  # an answer opened but never started
+                    close()
+                if telemetry.status is None:
+                    telemetry.status = CLIENT_CLOSED
         finally:
             if watcher is not None:
                 watcher.cancel()

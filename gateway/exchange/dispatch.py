@@ -107,9 +107,11 @@ class Dispatcher:
             await self.limiter.settle(key, estimate, 0, request_id=limits.request_id)
             raise
         telemetry.hold()  # the request's log line waits for the exchange to be accounted
-        return Exchange(
+        exchange = Exchange(
             request, model, key, limits, lease, upstream, started_at, telemetry=telemetry
         )
+        telemetry.closers.append(lambda: self.close(exchange, status=CLIENT_CLOSED))
+        return exchange
 
     async def read_whole(self, exchange: Exchange, *, status: int = 200) -> bytes:
         """The whole answer of a non-streamed request, accounted (with ``status``)."""

@@ -125,6 +125,9 @@ class RequestTelemetry:
         self.first_byte_at: float | None = None
         self._holds = 1
         self._done = False
+        #: How to close what the request holds (its exchanges) if its client leaves before
+        #: the answer has started (``api/departures.py``); each is safe to call twice.
+        self.closers: list[Callable[[], object]] = []
 
     @classmethod
     def detached(cls, request_id: str | None = None) -> RequestTelemetry:
