@@ -174,8 +174,11 @@ def connect(url: str) -> redis.Redis:
     if url.startswith("memory://"):
         from fakeredis import FakeServer, aioredis
 
+        from gateway.store.memory import MemoryConnection  # scripts compiled once
+
         return aioredis.FakeRedis(
             server=FakeServer(),
+            connection_class=MemoryConnection,
             decode_responses=False,
             connection_pool_class=WaitingConnectionPool,
             max_connections=POOL_SIZE,
