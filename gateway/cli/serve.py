@@ -87,6 +87,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--max-connections", type=int, help="open connections before 503s")
     serve.add_argument("--redis-url", help="memory:// (default) or redis://host:port/db")
     serve.add_argument("--admin-token", help="token for the admin API")
+    serve.add_argument(
+        "--metrics-token", help="Bearer token /metrics requires (env LLAMA_GATEWAY_METRICS_TOKEN)"
+    )
+    serve.add_argument(
+        "--cors-origin",
+        dest="cors_origins",
+        action="append",
+        metavar="ORIGIN",
+        help="a browser origin allowed to call the API (repeatable; none by default)",
+    )
     serve.add_argument("--no-auth", action="store_const", const=True, help="serve without API keys")
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     serve.add_argument(
@@ -209,6 +219,14 @@ def serve_command(args: argparse.Namespace) -> int:
 def serve(settings: Settings, sock: socket.socket) -> int:
     import uvicorn
 
+    class _Server(uvicorn.Server):
+        """Ends the console's event streams first: uvicorn tells an open stream nothing,
+        so shutdown would otherwise wait out its whole grace period for them."""
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            app.state.sampler.close()
+            await super().shutdown(sockets)
+
     from gateway.app import create_app
     from gateway.cli.http_limits import HeaderLimits, limited_protocol
     from gateway.cli.startup import QuietLifespan, failure_line, quiet_uvicorn_failure
@@ -242,7 +260,7 @@ def serve(settings: Settings, sock: socket.socket) -> int:
     config.load()
     config.lifespan_class = QuietLifespan
     quiet_uvicorn_failure()
-    server = uvicorn.Server(config)
+    server = _Server(config)
     log.info("listening on http://%s:%d", settings.host, settings.port)
     try:
         server.run(sockets=[sock])

@@ -145,3 +145,17 @@ def test_main_reports_invalid_settings_from_the_environment(
 def test_main_with_nothing_to_serve(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve"]) == 2
     assert "nothing to serve" in capsys.readouterr().err
+
+
+def test_security_flags_reach_the_settings() -> None:
+    args = _parse(
+        "--metrics-token",
+        "scrape-me",
+        "--cors-origin",
+        "https://a.example",
+        "--cors-origin",
+        "https://b.example",
+    )
+    settings = load_settings(_overrides(args), environ={})
+    assert settings.metrics_token == "scrape-me"
+    assert settings.cors_origins == ["https://a.example", "https://b.example"]
