@@ -52,8 +52,11 @@ from fakeredis import FakeServer, aioredis
 from fakeredis import _msgs as msgs
 from fakeredis._commands import COMMANDS_WITH_SUB
 from fakeredis._helpers import SimpleError, decode_command_bytes
-from fakeredis.commands_mixins.scripting_mixin import _check_for_lua_globals, _convert_redis_arg
-from lupa import LuaSyntaxError
+from fakeredis.commands_mixins.scripting_mixin import (
+    LUA_MODULE,
+    _check_for_lua_globals,
+    _convert_redis_arg,
+)
 
 __all__ = ["CompiledScripts", "MemoryConnection", "MemorySocket"]
 
@@ -107,7 +110,7 @@ class CompiledScripts:
     def _compile(self, code: bytes | str) -> Any:
         try:
             function = self._runtime.compile(code)
-        except LuaSyntaxError:
+        except LUA_MODULE.LuaSyntaxError:  # the Lua 5.1 module's class, not lupa's default
             # lupa words a syntax error differently from ``compile`` than from ``execute``;
             # ``execute`` fails on the same text as it loads it (nothing runs), in the words
             # fakeredis's EVAL wraps.
