@@ -7,8 +7,8 @@ element in the cache type chosen with ``-ctk`` / ``-ctv`` (f16 by default). So::
 
     kv bytes = n_ctx * Σ_layers (n_embd_k_gqa * bytes(ctk) + n_embd_v_gqa * bytes(ctv))
 
-Reading a header maps the file and walks its tensor index: seconds for a big model, so async
-callers run :func:`read_geometry` in a thread and keep the result.
+The header is read with :mod:`gateway.gguf_header` (milliseconds: it steps over the
+vocabulary); async callers still run :func:`read_geometry` in a thread, as it reads a file.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gguf
+
+from gateway.gguf_header import read_header
 
 __all__ = [
     "GGUFError",
@@ -31,6 +33,10 @@ __all__ = [
 
 class GGUFError(ValueError):
     """The file is not a GGUF model whose geometry can be read."""
+
+
+#: Arrays kept whole when reading the header: per-layer values (KV heads) of any model.
+_PER_LAYER_LIMIT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,17 +106,23 @@ def kv_cache_types(args: Sequence[str]) -> tuple[str, str]:
 
 
 def read_geometry(path: str | Path) -> ModelGeometry:
-    """The geometry in the header of the GGUF file at ``path`` (blocking: seconds for big files)."""
+    """The geometry in the header of the GGUF file at ``path`` (blocking, but milliseconds:
+    the header walk steps over the vocabulary)."""
     try:
-        reader = gguf.GGUFReader(path)
+        header = read_header(path, array_limit=_PER_LAYER_LIMIT)
     except (OSError, ValueError) as exc:
         raise GGUFError(f"cannot read GGUF file {path}: {exc}") from exc
-    arch = _value(reader, "general.architecture")
+    metadata = header.metadata
+
+    def _value(key: str) -> object:
+        return metadata.get(key)
+
+    arch = _value("general.architecture")
     if not isinstance(arch, str):
         raise GGUFError(f"{path}: no general.architecture in the header")
 
     def number(key: str, default: int | None = None) -> int:
-        value = _value(reader, key.format(arch=arch))
+        value = _value(key.format(arch=arch))
         if value is None:
             if default is None:
                 raise GGUFError(f"{path}: no {key.format(arch=arch)} in the header")
@@ -124,7 +136,7 @@ def read_geometry(path: str | Path) -> ModelGeometry:
     n_head = number(gguf.Keys.Attention.HEAD_COUNT)
     n_head_kv = number(gguf.Keys.Attention.HEAD_COUNT_KV, n_head)
     head_dim = n_embd // n_head if n_head else 0
-    per_layer = _value(reader, gguf.Keys.Attention.HEAD_COUNT_KV.format(arch=arch))
+    per_layer = _value(gguf.Keys.Attention.HEAD_COUNT_KV.format(arch=arch))
     return ModelGeometry(
         n_layer=n_layer,
         n_embd=n_embd,
@@ -132,12 +144,7 @@ def read_geometry(path: str | Path) -> ModelGeometry:
         n_head_kv=n_head_kv,
         key_length=number(gguf.Keys.Attention.KEY_LENGTH, head_dim),
         value_length=number(gguf.Keys.Attention.VALUE_LENGTH, head_dim),
-        weights_bytes=sum(int(t.n_bytes) for t in reader.tensors),
+        weights_bytes=header.weights_bytes,
         n_ctx_train=number(gguf.Keys.LLM.CONTEXT_LENGTH, 0),
         n_head_kv_per_layer=tuple(int(v) for v in per_layer) if isinstance(per_layer, list) else (),
     )
-
-
-def _value(reader: gguf.GGUFReader, key: str) -> object:
-    field = reader.get_field(key)
-    return None if field is None else field.contents()

@@ -24,11 +24,11 @@ from typing import Any
 import gguf
 
 from gateway.errors import GatewayError
+from gateway.gguf_header import read_header
 from gateway.pool.backend import Backend
 from gateway.pool.pool import Pool
 from gateway.runners.scheduler import MIN_IDLE, Scheduler
 from gateway.runners.state import ModelEntry, RunnerState
-from gateway.surfaces.ollama_gguf import read_header
 
 __all__ = ["ModelFacts", "find_facts", "human_number", "ps_entry", "show_answer", "tag_entry"]
 

@@ -70,3 +70,18 @@ async def test_capacity_is_read_once_from_the_header(model_path: str) -> None:
     stats.track_capacity(model_path, n_ctx_slot=1024, slots=4)
     expected = kv_cache_bytes(read_geometry(model_path), 4096)
     assert stats.kv_cache_capacity_bytes == expected
+
+
+def test_the_header_walk_agrees_with_the_gguf_package(model_path: str) -> None:
+    """The gateway's fast walk (it steps over the vocabulary) against ``gguf.GGUFReader``,
+    which decodes everything: the same weights, metadata and parameter count."""
+    import gguf
+
+    from gateway.gguf_header import read_header
+
+    reader = gguf.GGUFReader(model_path)
+    assert read_geometry(model_path).weights_bytes == sum(int(t.n_bytes) for t in reader.tensors)
+    header = read_header(model_path)
+    assert header.parameters == sum(int(t.n_elements) for t in reader.tensors)
+    for key in ("general.architecture", "llama.block_count", "llama.context_length"):
+        assert header.metadata[key] == reader.get_field(key).contents()

@@ -8,7 +8,7 @@ from pathlib import Path
 import gguf
 import pytest
 
-from gateway.surfaces.ollama_gguf import GGUFHeaderError, read_header
+from gateway.gguf_header import GGUFHeaderError, read_header
 
 pytestmark = pytest.mark.llama
 

@@ -1,4 +1,5 @@
-"""A GGUF file's metadata, read fast enough for a model listing.
+"""A GGUF file's metadata, read fast enough for a model listing — and for placement and the
+KV-cache gauge (``gguf.py``), which need a few numbers of it.
 
 ``gguf.GGUFReader`` decodes every value of the header, the vocabulary and merges included
 (100,000 strings and more): seconds per model, which ``/api/tags`` cannot wait for. This walk
@@ -14,6 +15,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
 __all__ = ["GGUFHeader", "GGUFHeaderError", "read_header"]
 
@@ -45,11 +48,22 @@ class GGUFHeader:
     metadata: dict[str, Any]
     #: Elements of all tensors: the model's parameter count.
     parameters: int
+    #: Bytes of all tensors: what the weights take in memory.
+    weights_bytes: int = 0
 
 
 def read_header(path: str | Path, *, array_limit: int = 64) -> GGUFHeader:
     with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
         return _Walk(data, array_limit).header()
+
+
+def _tensor_bytes(kind: int, elements: int) -> int:
+    """Bytes of a tensor of ``elements`` of ggml type ``kind`` (blocks of a fixed size)."""
+    try:
+        block, size = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
+    except (KeyError, ValueError):
+        raise GGUFHeaderError(f"unknown ggml tensor type {kind}") from None
+    return elements // block * size
 
 
 class _Walk:
@@ -70,15 +84,17 @@ class _Walk:
         for _ in range(kvs):
             key = self.string()
             metadata[key] = self.value(self.scalar("<I"))
-        parameters = 0
+        parameters = weights = 0
         for _ in range(tensors):
             self.string()  # its name
             elements = 1
             for _ in range(self.scalar("<I")):
                 elements *= self.scalar("<Q")
-            self.at += 4 + 8  # its type and offset
+            kind = self.scalar("<I")
+            self.at += 8  # its offset
             parameters += elements
-        return GGUFHeader(metadata, parameters)
+            weights += _tensor_bytes(kind, elements)
+        return GGUFHeader(metadata, parameters, weights)
 
     def scalar(self, fmt: str) -> Any:
         (value,) = struct.unpack_from(fmt, self.data, self.at)
