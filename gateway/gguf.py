@@ -129,6 +129,8 @@ def read_geometry(path: str | Path) -> ModelGeometry:
             return default
         if isinstance(value, list):
             return max(int(v) for v in value)
+        if not isinstance(value, int | float):
+            raise GGUFError(f"{path}: {key.format(arch=arch)} is not a number")
         return int(value)
 
     n_layer = number(gguf.Keys.LLM.BLOCK_COUNT)

@@ -26,6 +26,7 @@ import secrets
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
@@ -188,7 +189,7 @@ class Admission:
                     self._unreleased.append((lease.model, lease.backend.name, lease.id))
                 return
             self._store_answered()
-            reply = self.store.parse_release(items, pairs)
+            reply = self.store.parse_release(cast(list[Any], items), pairs)
             self._observe(lease.model, pairs, reply)
 
         return handle
@@ -425,7 +426,7 @@ class Admission:
         if not task.cancelled() and task.exception() is not None:
             log.warning("admission task failed: %s", task.exception())
 
-    def _retry_after(self, model: str, candidates: list[Backend]) -> float:
+    def _retry_after(self, model: str, candidates: Sequence[Backend]) -> float:
         slots = sum(b.slots for b in candidates) or 1
         waiting = self._queued[model] + 1
         return max(1.0, math.ceil(self._service_time[model] * waiting / slots))

@@ -101,7 +101,7 @@ async def read_parts(
     return msgspec.json.encode(_merge([msgspec.json.decode(b) for b in bodies])), headers
 
 
-def _close_opened(dispatcher: Dispatcher, opening: list[asyncio.Future[Exchange]]) -> None:
+def _close_opened(dispatcher: Dispatcher, opening: list[asyncio.Task[Exchange]]) -> None:
     """Close (499) the parts whose exchange opened, when the whole fails or is cancelled;
     parts still opening are cancelled and clean up after themselves."""
     for task in opening:

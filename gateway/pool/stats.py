@@ -92,7 +92,7 @@ class ServerStats:
 
     _last: ServerCounters | None = None
     _geometry_path: str | None = None
-    _geometry: asyncio.Task[ModelGeometry] | None = field(default=None, repr=False)
+    _geometry: asyncio.Task[ModelGeometry | None] | None = field(default=None, repr=False)
 
     def describe_launch(self, model_file: str, args: list[str]) -> None:
         """Facts from the runner's command line: its model file, KV cache types and layout."""

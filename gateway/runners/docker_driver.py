@@ -59,10 +59,10 @@ class DockerDriver:
 
     async def prepare(self) -> None:
         try:
-            self._client = await asyncio.to_thread(connect, self.settings)
-            await asyncio.to_thread(self._client.ping)
+            self._client = client = await asyncio.to_thread(connect, self.settings)
+            await asyncio.to_thread(client.ping)
             leftovers = await asyncio.to_thread(
-                self._client.containers.list,
+                client.containers.list,
                 all=True,
                 filters={"label": [f"{LABEL_GATEWAY}={self.gateway_name}", f"{LABEL_MANAGED}"]},
             )
@@ -152,16 +152,16 @@ class DockerRunner:
         log.info("starting container %s for %s", kwargs["name"], self.spec.model_id)
         client = self.driver.client
         try:
-            self.container = await asyncio.to_thread(client.containers.run, **kwargs)
-            await asyncio.to_thread(self.container.reload)
+            self.container = container = await asyncio.to_thread(client.containers.run, **kwargs)
+            await asyncio.to_thread(container.reload)
         except docker.errors.DockerException as exc:
             await self.stop()
             raise RunnerError(f"cannot start a container for {self.spec.model_id}: {exc}") from exc
         if self.driver.settings.network:
-            self.url = f"http://{self.container.name}:{SERVER_PORT}"
+            self.url = f"http://{container.name}:{SERVER_PORT}"
         else:
-            self.url = container_url(self.container.attrs) or ""
-        self._watcher = asyncio.create_task(self._watch(self.container))
+            self.url = container_url(container.attrs) or ""
+        self._watcher = asyncio.create_task(self._watch(container))
         try:
             await wait_healthy(self.url, timeout, self.exited, self._died, self.driver.api_key)
         except BaseException:

@@ -196,5 +196,6 @@ class AdmissionStore:
         item = await self.redis.blpop([keys.grants(replica)], timeout=timeout)
         if item is None:
             return None
-        model, waiter, backend = item[1].decode().split("\t")
+        raw = item[1]
+        model, waiter, backend = (raw.decode() if isinstance(raw, bytes) else raw).split("\t")
         return model, waiter, backend

@@ -15,7 +15,7 @@ import hmac
 import re
 import secrets
 from collections.abc import Mapping
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 import msgspec
 from redis.asyncio import Redis
@@ -161,13 +161,14 @@ class KeyStore:
 
     async def get(self, key_id: str) -> ApiKey | None:
         with reachable("key store"):
-            fields = await self._redis.hgetall(keys.api_key(key_id))
+            # The store's clients decode nothing (decode_responses=False): bytes throughout.
+            fields = cast(dict[bytes, bytes], await self._redis.hgetall(keys.api_key(key_id)))
         return _decode(fields)[0] if fields else None
 
     async def list(self) -> list[ApiKey]:
         """Every key, revoked ones too, oldest first."""
         with reachable("key store"):
-            ids = sorted(await self._redis.smembers(keys.API_KEY_IDS))
+            ids = sorted(cast(set[bytes], await self._redis.smembers(keys.API_KEY_IDS)))
             if not ids:
                 return []
             pipe = self._redis.pipeline(transaction=False)

@@ -60,12 +60,12 @@ class WaitingConnectionPool(redis.ConnectionPool):
     command at 64 concurrent commands (~106 against ~62 µs, measured on this machine's core),
     and a request makes several."""
 
-    def __init__(self, *args: object, timeout: float = POOL_WAIT, **kwargs: object) -> None:
+    def __init__(self, *args: Any, timeout: float = POOL_WAIT, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.timeout = timeout
         self._free = asyncio.Semaphore(self.max_connections)
 
-    async def get_connection(self, *args: object, **kwargs: object):  # type: ignore[override]
+    async def get_connection(self, *args: object, **kwargs: object) -> Any:
         if self._free.locked():
             try:
                 async with asyncio.timeout(self.timeout):
@@ -203,7 +203,9 @@ def queue_script(
     """Queue a registered script on ``pipe`` by its digest: ``EVALSHA`` sends 40 bytes where
     ``EVAL`` sends the whole text (~3.5 KB for a limits script; packing the texts was ~8% of
     a request's CPU). Run such a pipeline with :func:`execute`."""
-    _TEXTS[registered.sha] = registered.script
+    _TEXTS[str(registered.sha)] = (
+        bytes(registered.script) if isinstance(registered.script, memoryview) else registered.script
+    )
     pipe.evalsha(registered.sha, len(keys), *keys, *args)
 
 
@@ -217,7 +219,7 @@ async def execute(pipe: Pipeline) -> list[Any]:
     if unknown:
         for i in unknown:
             _, digest, *rest = sent[i]
-            pipe.execute_command("EVAL", _TEXTS[digest], *rest)
+            pipe.execute_command("EVAL", _TEXTS[str(digest)], *rest)
         for i, reply in zip(unknown, await pipe.execute(raise_on_error=False), strict=True):
             replies[i] = reply
     return replies

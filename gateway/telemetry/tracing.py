@@ -12,6 +12,7 @@ path allocates no span.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -73,7 +74,7 @@ class Tracing:
         return self.tracer is not None
 
     def start_server_span(
-        self, name: str, headers: Mapping[str, str], attributes: dict[str, object]
+        self, name: str, headers: Mapping[str, str], attributes: dict[str, Any]
     ) -> Span | None:
         """The request's root span, continuing the client's trace if it sent ``traceparent``."""
         if self.tracer is None:
@@ -89,7 +90,7 @@ class Tracing:
         name: str,
         *,
         kind: SpanKind = SpanKind.INTERNAL,
-        attributes: dict[str, object] | None = None,
+        attributes: dict[str, Any] | None = None,
     ) -> Span | None:
         if self.tracer is None or parent is None:
             return None

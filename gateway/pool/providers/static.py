@@ -5,7 +5,7 @@ from __future__ import annotations
 
 class StaticProvider:
     name = "static"
-    interval = None
+    interval: float | None = None  # looks once
 
     def __init__(self, urls: list[str]) -> None:
         self.urls = list(urls)
