@@ -15,11 +15,11 @@ from litestar.di import NamedDependency, Provide
 from litestar.testing import AsyncTestClient
 
 from gateway.api.admin import ROUTES
-from gateway.surfaces.errors import EXCEPTION_HANDLERS
 from gateway.auth import Authenticator
 from gateway.config import Settings
 from gateway.store.apikeys import KeyStore
 from gateway.store.connection import connect
+from gateway.surfaces.errors import EXCEPTION_HANDLERS
 
 TOKEN = "admin-secret-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}

@@ -63,5 +63,3 @@ async def test_a_model_keeps_at_most_max_entries(client: redis.Redis) -> None:
     assert (await store.lookup("m", oldest.entries, oldest.depths))[A.url].depth == (
         oldest.depths[0]
     )
-
-
