@@ -33,13 +33,8 @@ from fakeredis import FakeServer, aioredis
 
 from gateway.store.admission import AdmissionStore
 from gateway.store.apikeys import ApiKey
-from gateway.store.connection import (
-    POOL_SIZE,
-    POOL_WAIT,
-    WaitingConnectionPool,
-    connect,
-    execute,
-)
+from gateway.store.commands import run
+from gateway.store.connection import POOL_SIZE, POOL_WAIT, WaitingConnectionPool, connect
 from gateway.store.limits import Limiter
 from loadtest.procs import GATEWAY_CORES, RedisServer
 
@@ -87,12 +82,14 @@ class Store:
         )
         if reply.backend is None:
             raise RuntimeError(f"no lease granted: {reply.status}")
-        settle = self.limiter.settle(KEY, 100, 80, request_id=state.request_id)
-        async with self.client.pipeline(transaction=False) as pipe:
-            settle.queue_on(pipe)
-            self.admission.release_command(pipe, "bench", reply.backend, waiter, CANDIDATES)
-            settled, _released = await execute(pipe)
-        settle.read(settled)
+        # The settlement and the release in one round trip, as the request path sends them.
+        _settled, released = await run(
+            self.client,
+            self.limiter.settle(KEY, 100, 80, request_id=state.request_id),
+            self.admission.release("bench", reply.backend, waiter, CANDIDATES),
+        )
+        if isinstance(released, Exception):
+            raise released
 
 
 def stock_fakeredis() -> redis.Redis:
