@@ -4,7 +4,8 @@ and were lost. Exits 1 if any scenario saw what it must not (its tallies' proble
 
 Loopback only; bounded in time (each scenario at most :data:`SCENARIO_LIMIT` seconds) and in
 count (each flood sends at most its ``count``). Add a scenario in
-:mod:`tests.chaos.scenarios` — see its docstring.
+:mod:`tests.chaos.scenarios` (the store's and replicas') or :mod:`tests.chaos.path_scenarios`
+(the request path's) — see the former's docstring.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.chaos import path_scenarios  # noqa: F401 - registers the request path's scenarios
 from tests.chaos.harness import Tally
 from tests.chaos.lab import Lab
 from tests.chaos.scenarios import SCENARIOS

@@ -52,7 +52,11 @@ class Lab:
 
     def gateway(self, backends: list[LlamaServer], *args: str) -> Gateway:
         flags = [a for b in backends for a in ("--backend", b.url)]
-        gw = Gateway(*flags, *args).start()
+        return self.started(Gateway(*flags, *args))
+
+    def started(self, gw: Gateway) -> Gateway:
+        """``gw`` started, and stopped when the scenario ends."""
+        gw.start()
         self._stack.callback(gw.stop)
         return gw
 
