@@ -26,16 +26,15 @@ import secrets
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import Any, cast
 
-from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from gateway.admission.tickets import ANONYMOUS, Lease, Ticket, Waiter
 from gateway.errors import GatewayError, QueueFull, QueueTimeout, Unavailable
 from gateway.pool.backend import Backend
 from gateway.store.admission import AdmissionStore, Grant, Reply
-from gateway.store.connection import execute, round_trip
+from gateway.store.commands import Command
+from gateway.store.connection import execute
 
 __all__ = ["Admission", "Lease", "Ticket"]
 
@@ -168,37 +167,31 @@ class Admission:
         self._observe(waiter.model, pairs, reply)
         return reply
 
-    def release_command(self, pipe: Pipeline, lease: Lease) -> Callable[[object], None]:
-        """Queue the release of ``lease`` on ``pipe``; returns what to do with its reply,
-        so the caller can send it in one round trip with its own commands."""
+    def release(self, lease: Lease) -> Command[None]:
+        """Give ``lease`` back: awaited alone, or sent in one round trip with the caller's
+        own commands (the accountant's settlement). A release the store could not take is
+        logged and sent again when the store is back."""
         self._held.pop(lease.id, None)
         held = time.monotonic() - lease.granted_at
         self._service_time[lease.model] = 0.8 * self._service_time[lease.model] + 0.2 * held
         pairs = self._pairs(lease.model, [lease.backend])
-        self.store.release_command(pipe, lease.model, lease.backend.name, lease.id, pairs)
 
-        def handle(items: object) -> None:
-            if isinstance(items, Exception):
+        def handle(reply: Reply | Exception) -> None:
+            if isinstance(reply, Exception):
                 log.warning(
                     "releasing a lease on %s failed (sent again when the store is back): %s",
                     lease.backend.name,
-                    items,
+                    reply,
                 )
-                if isinstance(items, RedisError):
+                if isinstance(reply, RedisError):
                     self._store_failed()
                     self._unreleased.append((lease.model, lease.backend.name, lease.id))
                 return
             self._store_answered()
-            reply = self.store.parse_release(cast(list[Any], items), pairs)
             self._observe(lease.model, pairs, reply)
 
-        return handle
-
-    async def release(self, lease: Lease) -> None:
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            handle = self.release_command(pipe, lease)
-            (items,) = await round_trip(pipe)
-        handle(items)
+        release = self.store.release(lease.model, lease.backend.name, lease.id, pairs)
+        return release.then(handle)
 
     def offer(self, backend: Backend) -> None:
         """A backend became ready or gained slots: hand them to the model's waiters."""
@@ -396,9 +389,7 @@ class Admission:
         if backend is not None:
             await self.release(Lease(backend, model, lease_id))
             return
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            self.store.release_command(pipe, model, backend_name, lease_id, [])
-            await round_trip(pipe)
+        await self.store.release(model, backend_name, lease_id, [])
 
     async def _abandon(self, waiter_id: str, waiter: Waiter) -> None:
         """The waiter gave up: leave the queue, or give back a lease that came meanwhile."""

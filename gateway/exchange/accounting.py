@@ -16,8 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio.client import Pipeline
-
 from gateway.admission.leases import Admission, Lease
 from gateway.pool.backend import Backend
 from gateway.requests import BYTES_PER_TOKEN, ParsedRequest
@@ -118,7 +116,7 @@ class Accountant:
         limits = exchange.limits
         charged = usage.total if usage is not None else limits.estimated_tokens
         redis = self.admission.store.redis
-        release = _release(self.admission, redis, exchange.lease)
+        release = self.admission.release(exchange.lease)
         settle = self.limiter.settle(
             exchange.key, limits.estimated_tokens, charged, request_id=limits.request_id
         )
@@ -162,13 +160,3 @@ def _relayed(exchange: Exchange) -> Usage | None:
     if outcome.done or not exchange.request.stream or not outcome.events:
         return None
     return Usage(exchange.request.prompt_size() // BYTES_PER_TOKEN, outcome.events)
-
-
-def _release(admission: Admission, redis: Any, lease: Lease) -> Command[None]:
-    """The lease's release as a command of the closing round trip."""
-    handle: list[Callable[[object], None]] = []
-
-    def queue(pipe: Pipeline) -> None:
-        handle.append(admission.release_command(pipe, lease))
-
-    return Command.queued(redis, queue, lambda reply: handle[0](reply))

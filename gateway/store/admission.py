@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from gateway.store import keys
-from gateway.store.connection import queue_script, reachable, script
+from gateway.store.commands import Command
+from gateway.store.connection import reachable, script
 
 #: (backend name, slot count) in the routing policy's order.
 Candidates = Sequence[tuple[str, int]]
@@ -109,28 +109,22 @@ class AdmissionStore:
         backend = items[1].decode() if status == "granted" else None
         return Reply(loads, grants, int(items[2]), status, backend)
 
-    def release_command(
-        self, pipe: Pipeline, model: str, backend: str, lease: str, candidates: Candidates
-    ) -> None:
-        """Queue a release on ``pipe`` (sent with, e.g., the limits settlement: one round
-        trip)."""
-        queue_script(
-            pipe,
-            self._release,
-            [keys.queue_keys(model)],
-            [
-                keys.model_prefix(model),
-                backend,
-                lease,
-                self.grant_ttl_ms,
-                *_flatten(candidates),
-            ],
-        )
+    def release(
+        self, model: str, backend: str, lease: str, candidates: Candidates
+    ) -> Command[Reply | Exception]:
+        """Give ``lease`` back and hand its slot to the next waiter that can use it (sent
+        with, e.g., the limits settlement: one round trip). Its result: the candidates'
+        loads and the grants made — or the error that stood for the reply, for the caller
+        to judge (the answer has been sent; a release can be owed)."""
 
-    @staticmethod
-    def parse_release(items: list, candidates: Candidates) -> Reply:
-        loads, grants = _parse_tail(items, len(candidates))
-        return Reply(loads, grants)
+        def read(reply: Any) -> Reply | Exception:
+            if isinstance(reply, Exception):
+                return reply
+            loads, grants = _parse_tail(reply, len(candidates))
+            return Reply(loads, grants)
+
+        args = [keys.model_prefix(model), backend, lease, self.grant_ttl_ms, *_flatten(candidates)]
+        return Command(self.redis, self._release, [keys.queue_keys(model)], args, read)
 
     async def leave(self, model: str, key_id: str, waiter: str) -> bool:
         with reachable("admission store"):
