@@ -29,19 +29,34 @@ this, and ``test_memory.py`` fails if a script is compiled more than once):
 - ``ScriptingCommandsMixin.eval`` calls ``lua_runtime.execute(script)`` and then
   ``lua_runtime.execute("collectgarbage()")``, where ``lua_runtime`` is what
   ``_get_server_runtime(server)`` returns and stores as ``server._lua_runtime``;
+- ``_get_server_runtime`` leaves the names a script may see as a global in
+  ``server._lua_expected_globals``;
 - ``_lua_redis_call(lua_runtime, expected_globals, op, *args)`` is what ``redis.call`` and
-  ``redis.pcall`` reach, with ``_check_for_lua_globals`` as its first step;
+  ``redis.pcall`` reach, with ``_check_for_lua_globals`` as its first step. Its body is
+  copied below, with its helpers (``decode_command_bytes``, ``COMMANDS_WITH_SUB``,
+  ``_convert_redis_arg``);
+- ``scripting_mixin.LUA_MODULE`` is the lupa module (Lua 5.1) whose errors it raises;
 - ``FakeBaseAsyncConnection._connect`` builds the ``AsyncFakeSocket`` with its reader and
   writer (``FakeReader``, ``FakeWriter``) from the connection's ``_server``, ``db``,
   ``_client_class``, ``_lua_modules`` and ``_client_info``; ``aioredis.FakeRedis`` takes the
   connection class as ``connection_class``.
 
-**The alternative**, a store of our own in Python (the scripts' ~20 operations on strings,
-hashes and sorted sets, with expiry, written again against dicts), would drop Lua, lupa and
-these internals, and could be faster still; but it would be a second implementation of
-every script, ~1,000 lines kept in step with the ``.lua`` files by hand, where a drift is a
-limit or a lease that holds on one store and not on the other. Running the very same scripts
-keeps ``memory://`` honest for the cost of one small, tested adapter.
+**What it does not reach, and the alternative.** With this, a request's store traffic costs
+the gateway's core ~40% less than before, but still about three times what ``redis://`` costs it
+(``loadtest/results/memory-store.md``). What is left is fakeredis's general command machinery
+behind each of the ~70 ``redis.call`` a request's scripts make (~12 µs each here, against
+~8 µs for a whole call, script included, in ``redis-server``), and no adapter can remove
+it. An in-process store of our own would be needed for that. It could take one of two
+shapes:
+
+- Lua kept, with ``redis.call`` bound straight to Python dicts (strings, hashes and sorted
+  sets with expiry, ~20 commands, plus the part of the redis-py client API the gateway uses):
+  ~400 lines.
+- The scripts written again in Python: ~1,000 lines kept in step with the ``.lua`` files by
+  hand, where a drift is a limit or a lease that holds on one store and not on the other.
+
+Either would drop fakeredis, and have to pass ``tests/store``, which runs against real Redis
+too.
 """
 
 from __future__ import annotations
