@@ -16,6 +16,8 @@ turns ≥ 2) is reported beside it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -68,8 +70,17 @@ class Size:
     #: the same backend by accident).
     think: float
 
+    @property
+    def ctx_size(self) -> int:
+        """Each slot keeps a whole conversation: 2,048 tokens a slot (4,096 for the CPU's two)."""
+        return 2048 * self.parallel
+
     @classmethod
     def of(cls, smoke: bool) -> Size:
+        return _runner_overrides(cls._of(smoke))
+
+    @classmethod
+    def _of(cls, smoke: bool) -> Size:
         if smoke:
             return cls(
                 servers=2,
@@ -93,6 +104,14 @@ class Size:
             question_repeat=6,
             think=2.0,
         )
+
+
+def _runner_overrides(size: Size) -> Size:
+    """The GPU run (``loadtest/gpu/run.sh``) asks for its own pool, two runners of eight slots:
+    ``LOADTEST_ROUTING_RUNNERS`` and ``LOADTEST_ROUTING_SLOTS``, read here and nowhere else."""
+    servers = int(os.environ.get("LOADTEST_ROUTING_RUNNERS") or size.servers)
+    parallel = int(os.environ.get("LOADTEST_ROUTING_SLOTS") or size.parallel)
+    return dataclasses.replace(size, servers=servers, parallel=parallel)
 
 
 def _question(session: int, turn: int, size: Size) -> str:
@@ -212,7 +231,9 @@ async def run(out: Path, *, smoke: bool) -> ScenarioResult:
     binary = asset("llama-server", "LLAMA_SERVER_BIN")
     model = asset("model", "LLAMA_GATEWAY_TEST_MODEL")
     servers = [
-        LlamaServer(binary, model, parallel=size.parallel, ctx_size=4096, threads=size.threads)
+        LlamaServer(
+            binary, model, parallel=size.parallel, ctx_size=size.ctx_size, threads=size.threads
+        )
         for _ in range(size.servers)
     ]
     policies: dict[str, dict] = {}
@@ -241,7 +262,9 @@ async def run(out: Path, *, smoke: bool) -> ScenarioResult:
     written = plots.routing(out, policies)
     for entry in policies.values():
         entry.pop("_ttft_raw", None)
-    result = ScenarioResult("routing", {**size.__dict__, "ctx_size": 4096}, {"policies": policies})
+    result = ScenarioResult(
+        "routing", {**size.__dict__, "ctx_size": size.ctx_size}, {"policies": policies}
+    )
     result.plots = written
     result.targets = _targets(policies)
     result.markdown = _markdown(policies, size)
@@ -278,7 +301,7 @@ def _targets(p: dict) -> list[Target]:
 def _markdown(p: dict, size: Size) -> str:
     lines = [
         f"{size.servers} real llama-server processes (SmolLM2-135M, `-np {size.parallel} -c "
-        f"4096 -t {size.threads}`), "
+        f"{size.ctx_size} -t {size.threads}`), "
         f"{size.sessions} concurrent chat sessions x {size.turns} turns sharing one system "
         f"prompt, {size.max_tokens} tokens per answer, streamed, a random think time of up to "
         f"{size.think:g} s before each turn; a fresh gateway per policy. "
