@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 12434
 
-.PHONY: run test bench chaos lint venv model llama-server browser clean
+.PHONY: run test bench chaos lint venv model llama-server browser clean shellcheck gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	@echo "==> creating $(VENV) and installing llama-gateway with its dependencies (first run only)"
@@ -36,7 +36,11 @@ run: venv
 browser:
 	@sh scripts/install_browser.sh
 
-test: venv browser
+# Debian's shellcheck for the shell scripts' tests (tests/loadtest/test_gpu_script.py).
+shellcheck:
+	@command -v shellcheck >/dev/null || { apt-get update -qq && apt-get install -y -qq shellcheck; }
+
+test: venv browser shellcheck
 	@MODEL=$$($(PY) scripts/assets.py model) && BIN=$$($(PY) scripts/assets.py llama-server) && \
 	LLAMA_GATEWAY_TEST_MODEL=$$MODEL LLAMA_SERVER_BIN=$$BIN $(PY) -m pytest -q
 
@@ -49,6 +53,12 @@ bench: venv
 chaos: venv
 	@MODEL=$$($(PY) scripts/assets.py model) && BIN=$$($(PY) scripts/assets.py llama-server) && \
 	LLAMA_GATEWAY_TEST_MODEL=$$MODEL LLAMA_SERVER_BIN=$$BIN $(PY) -m tests.chaos $(SCENARIOS)
+
+# The GPU run's CPU-side steps, slow tier: prepare the bundle (~250 MB, PyPI + apt), install it
+# offline into a fresh venv, configure the CPU build, run the orchestration on the CPU binary.
+gpu-check: venv shellcheck
+	@BIN=$$($(PY) scripts/assets.py llama-server) && LLAMA_SERVER_BIN=$$BIN LLAMA_GATEWAY_GPU_CHECK=1 \
+	$(PY) -m pytest -q tests/loadtest/test_gpu_script.py
 
 lint: venv
 	$(VENV)/bin/ruff check gateway tests scripts loadtest
