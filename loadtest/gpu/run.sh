@@ -236,8 +236,9 @@ run() {
     fi
     # The scenarios start "llama-server" as LLAMA_SERVER_BIN; this one adds the GPU's flags.
     mkdir -p "$WORK/bin" "$out"
-    printf '#!/bin/sh\nexec %q "$@"%s\n' "$binary" "$(printf ' %q' "${runner_args[@]}")" \
-        >"$WORK/bin/llama-server"
+    local suffix=""
+    if ((${#runner_args[@]})); then suffix=$(printf ' %q' "${runner_args[@]}"); fi
+    printf '#!/bin/sh\nexec %q "$@"%s\n' "$binary" "$suffix" >"$WORK/bin/llama-server"
     chmod +x "$WORK/bin/llama-server"
     local redis store=memory://
     if redis=$(redis_server); then
