@@ -60,7 +60,12 @@ def main() -> int:
         ]
     else:
         lines.append("- GPU: none (a `--cpu` check of the orchestration, not a GPU result)")
-    lines += [f"- runner: `{runner}`", f"- model: `{args.model}`", f"- store: {args.store}", ""]
+    store = (
+        "overhead compares memory:// and redis://; routing's gateways use memory://"
+        if args.store == "redis://"
+        else "no redis-server: memory:// only, overhead skipped"
+    )
+    lines += [f"- runner: `{runner}`", f"- model: `{args.model}`", f"- store: {store}", ""]
     routing = _load(args.out, "routing")
     if routing:
         lines += [
@@ -77,8 +82,8 @@ def main() -> int:
     if overhead:
         real = overhead["results"]["real_llama_server"]
         lines.append(
-            f"Gateway over the real runner, added p50: {real['whole']['added_ms']} ms "
-            f"(whole), TTFT {real['stream'].get('ttft_added_ms')} ms (streamed)."
+            f"Gateway over the real runner, added p50: +{real['whole']['added_ms']['p50']} ms "
+            f"(whole), TTFT +{real['stream']['ttft_added_ms']['p50']} ms (streamed)."
         )
         lines.append("")
     lines.append("Details: routing.md, overhead.md, report.md in this folder.")
