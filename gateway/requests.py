@@ -10,7 +10,7 @@ surfaces (``gateway/surfaces/``) parse with :func:`parse` and the steps below re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -128,6 +128,9 @@ class ParsedRequest:
     #: Seconds to keep the model loaded after this request (Ollama's ``keep_alive``;
     #: ``math.inf`` for -1); ``None``: the model's own. Not forwarded.
     keep_alive: float | None = None
+    #: :meth:`prompt_size`, once computed (the estimate, the queue's ticket and the context
+    #: check all ask for it).
+    _prompt_bytes: int | None = field(default=None, repr=False, compare=False)
 
     @property
     def spec(self) -> EndpointSpec:
@@ -144,9 +147,12 @@ class ParsedRequest:
 
     def prompt_size(self) -> int:
         """Bytes of prompt text: an upper bound on its tokens, before any chat template."""
-        spec = self.spec
-        fields = (spec.prompt, *spec.context) if spec.prompt else spec.context
-        return sum(len(msgspec.json.encode(self.body[f])) for f in fields if f in self.body)
+        if self._prompt_bytes is None:
+            spec = self.spec
+            fields = (spec.prompt, *spec.context) if spec.prompt else spec.context
+            encode = msgspec.json.encode
+            self._prompt_bytes = sum(len(encode(self.body[f])) for f in fields if f in self.body)
+        return self._prompt_bytes
 
     def estimated_tokens(self) -> int:
         """Tokens this request will likely cost, before it runs: what token limits charge

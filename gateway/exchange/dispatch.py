@@ -239,20 +239,19 @@ class Dispatcher:
                 **telemetry.upstream_headers(backend.name, slot=self.routing.slot(lease)),
             }
             sent = self.routing.body(lease, body)  # with id_slot, when a slot is pinned
-            opening = asyncio.ensure_future(
-                backend.client.open(request.endpoint, sent, sent_headers)
-            )
+            opening = backend.client.open(request.endpoint, sent, sent_headers)
+            # A non-streamed answer's upstream request outlives a client that leaves (see
+            # _HandedOff): it runs as a task of its own, shielded. A stream's is aborted when
+            # its relay ends, so it needs none.
+            task = None if request.stream else asyncio.ensure_future(opening)
             try:
-                # Shielded: a non-streamed answer's upstream request outlives a client that
-                # leaves (see _HandedOff); a stream's is aborted when its relay ends.
-                upstream = await asyncio.shield(opening)
+                upstream = await (opening if task is None else asyncio.shield(task))
             except asyncio.CancelledError:
-                if request.stream:
-                    opening.cancel()
+                if task is None:
                     await self._give_back(lease)
                     raise
                 unheard = (request, model, key, limits, lease, started_at)
-                self._spawn(self._finish_unheard(opening, *unheard))
+                self._spawn(self._finish_unheard(task, *unheard))
                 raise _HandedOff() from None
             except GatewayError as exc:
                 telemetry.end_upstream(str(exc))
