@@ -51,6 +51,13 @@ def _flatten(candidates: Candidates) -> list[str | int]:
     return flat
 
 
+def _raised(reply: Any) -> Any:
+    """A reply as it is, an error reply (or the round trip's failure) raised."""
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
+
+
 def _parse_tail(items: list, n_loads: int) -> tuple[list[int], list[Grant]]:
     loads = [int(v) for v in items[:n_loads]]
     rest = [v.decode() if isinstance(v, bytes) else str(v) for v in items[n_loads + 1 :]]
@@ -85,25 +92,24 @@ class AdmissionStore:
         exclude: Sequence[str],
         candidates: Candidates,
     ) -> Reply:
+        args = [
+            keys.model_prefix(model),
+            key_id,
+            waiter,
+            replica,
+            weight,
+            cost,
+            priority,
+            int(timeout * 1000),
+            bound,
+            self.grant_ttl_ms,
+            self.lease_ttl_ms,
+            ",".join(exclude),
+            *_flatten(candidates),
+        ]
+        acquired = Command(self.redis, self._acquire, [keys.queue_keys(model)], args, _raised)
         with reachable("admission store"):
-            items = await self._acquire(
-                keys=[keys.queue_keys(model)],
-                args=[
-                    keys.model_prefix(model),
-                    key_id,
-                    waiter,
-                    replica,
-                    weight,
-                    cost,
-                    priority,
-                    int(timeout * 1000),
-                    bound,
-                    self.grant_ttl_ms,
-                    self.lease_ttl_ms,
-                    ",".join(exclude),
-                    *_flatten(candidates),
-                ],
-            )
+            items = await acquired
         status = items[0].decode()
         loads, grants = _parse_tail(items[3:], len(candidates))
         backend = items[1].decode() if status == "granted" else None

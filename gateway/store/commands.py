@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
-from gateway.store.connection import queue_script, round_trip
+from gateway.store.connection import queue_script, round_trip, send_scripts
 
 __all__ = ["Command", "run"]
 
@@ -98,10 +98,14 @@ class Command(Generic[T]):
 async def run(redis: Redis, *commands: Command[Any]) -> list[Any]:
     """Send ``commands`` in one round trip (none when none of them has a script); their
     results in order. A reader's exception propagates after every reader has run."""
-    async with redis.pipeline(transaction=False) as pipe:
-        for command in commands:
-            command.queue_on(pipe)
-        replies = iter(await round_trip(pipe))
+    if any(command.queue is not None for command in commands):
+        async with redis.pipeline(transaction=False) as pipe:
+            for command in commands:
+                command.queue_on(pipe)
+            replies = iter(await round_trip(pipe))
+    else:  # scripts only: the request path's lean round trip
+        calls = [(c.script, c.keys, c.args) for c in commands if c.script is not None]
+        replies = iter(await send_scripts(redis, calls))
     results: list[Any] = []
     raised: BaseException | None = None
     for command in commands:

@@ -21,6 +21,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+import hiredis
 import redis.asyncio as redis
 from redis import exceptions as redis_errors
 from redis.asyncio.client import Pipeline
@@ -50,6 +51,9 @@ RETRY = Retry(
     retries=1,
     supported_errors=(redis_errors.ConnectionError,),
 )
+#: Seconds before the one more try of a round trip whose connection broke (what ``RETRY``
+#: waits before its first retry).
+RETRY_PAUSE = 0.04
 SENTINEL_SCHEME = "redis+sentinel://"
 
 
@@ -90,6 +94,48 @@ class WaitingConnectionPool(redis.ConnectionPool):
 class WaitingSentinelPool(WaitingConnectionPool, SentinelConnectionPool):
     """:class:`WaitingConnectionPool`'s waiting for connections to the primary that
     Sentinel names (asked again on each new connection, so a failover is followed)."""
+
+
+class StoreClient(redis.Redis):
+    """redis-py's client, with :meth:`send_commands`: the request path's round trip."""
+
+    async def send_commands(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Send ``commands`` (each a command's arguments) in one round trip; their replies,
+        an error reply as its ``ResponseError``.
+
+        What a redis-py pipeline does, without what the request path does not use
+        (transactions, watches, response callbacks, per-command observability, the retry
+        wrapper's closures): packing is hiredis's C ``pack_command``, six times faster than
+        redis-py's, and the connection is used directly. As with a pipeline, a broken
+        connection (Redis restarted, failed over) is replaced and the commands are sent once
+        more; a round trip cut short any other way (cancelled, timed out) drops its
+        connection, so no later round trip reads its replies.
+        """
+        packed = b"".join([hiredis.pack_command(tuple(command)) for command in commands])
+        pool = self.connection_pool
+        connection = await pool.get_connection()
+        try:
+            try:
+                return await _exchange(connection, packed, len(commands))
+            except redis_errors.ConnectionError:
+                await connection.disconnect()
+                await asyncio.sleep(RETRY_PAUSE)
+                return await _exchange(connection, packed, len(commands))
+        finally:
+            await pool.release(connection)
+
+
+async def _exchange(connection: Any, packed: bytes, count: int) -> list[Any]:
+    """Write ``packed`` on ``connection`` (connecting it if it is not) and read ``count``
+    replies. redis-py's connection drops itself when a write or read fails or is cancelled."""
+    await connection.send_packed_command(packed)
+    replies: list[Any] = []
+    for _ in range(count):
+        try:
+            replies.append(await connection.read_response())
+        except redis_errors.ResponseError as error:
+            replies.append(error)
+    return replies
 
 
 def _connection_options() -> dict[str, Any]:
@@ -160,6 +206,7 @@ def connect_sentinel(url: str) -> redis.Redis:
     )
     return sentinel.master_for(
         target.service,
+        redis_class=StoreClient,
         connection_pool_class=WaitingSentinelPool,
         db=target.db,
         username=target.username,
@@ -185,7 +232,7 @@ def connect(url: str) -> redis.Redis:
             timeout=POOL_WAIT,
         )
     pool = WaitingConnectionPool.from_url(url, **_connection_options())
-    return redis.Redis(connection_pool=pool)
+    return StoreClient(connection_pool=pool)
 
 
 def script(name: str) -> str:
@@ -223,6 +270,35 @@ async def execute(pipe: Pipeline) -> list[Any]:
         for i, reply in zip(unknown, await pipe.execute(raise_on_error=False), strict=True):
             replies[i] = reply
     return replies
+
+
+async def send_scripts(
+    client: redis.Redis, calls: Sequence[tuple[AsyncScript, Sequence[Any], Sequence[Any]]]
+) -> list[Any]:
+    """Run registered scripts — ``(script, keys, args)`` each — in one round trip, by
+    digest; each one's reply, or the error that stood for it: its own (a script error), or
+    the round trip's (Redis unreachable) for all of them, as :func:`round_trip` does. A
+    script Redis does not know is sent once more by its text, as :func:`execute` does. A
+    client without :meth:`StoreClient.send_commands` is sent a pipeline."""
+    if not calls:
+        return []
+    send = getattr(client, "send_commands", None)
+    if send is None:
+        async with client.pipeline(transaction=False) as pipe:
+            for script, keys, args in calls:
+                queue_script(pipe, script, keys, args)
+            return await round_trip(pipe)
+    commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in calls]
+    try:
+        replies = await send(commands)
+        unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if unknown:
+            again = [("EVAL", calls[i][0].script, *commands[i][2:]) for i in unknown]
+            for i, reply in zip(unknown, await send(again), strict=True):
+                replies[i] = reply
+        return replies
+    except redis_errors.RedisError as exc:
+        return [exc] * len(calls)
 
 
 async def round_trip(pipe: Pipeline) -> list[Any]:
