@@ -1,7 +1,8 @@
 """Open the store: ``redis://`` (or ``rediss://``, ``unix://``) for a shared Redis,
 ``redis+sentinel://`` for one watched by Redis Sentinel (a failover is followed without a
-restart), or ``memory://`` for one process — fakeredis running the very same Lua scripts
-in-process.
+restart), or ``memory://`` for one process — the embedded store
+(:mod:`gateway.store.embedded`), running the very same Lua scripts in-process with
+``redis.call`` bound straight to Python data.
 
 A connection that broke since its last use (Redis restarted, or failed over) is found out by
 the command that next uses it; that command is sent once more on a fresh connection instead
@@ -18,10 +19,9 @@ import contextlib
 import dataclasses
 from collections.abc import Iterator, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote
 
-import hiredis
 import redis.asyncio as redis
 from redis import exceptions as redis_errors
 from redis.asyncio.client import Pipeline
@@ -32,6 +32,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 from gateway.errors import Unavailable
+from gateway.store.client import StoreClient
 
 #: Connections one replica keeps to Redis. Every request in flight may hold one or two at a
 #: moment (limits beside the affinity lookup), plus one for the grant mailbox.
@@ -51,9 +52,6 @@ RETRY = Retry(
     retries=1,
     supported_errors=(redis_errors.ConnectionError,),
 )
-#: Seconds before the one more try of a round trip whose connection broke (what ``RETRY``
-#: waits before its first retry).
-RETRY_PAUSE = 0.04
 SENTINEL_SCHEME = "redis+sentinel://"
 
 
@@ -69,7 +67,7 @@ class WaitingConnectionPool(redis.ConnectionPool):
         self.timeout = timeout
         self._free = asyncio.Semaphore(self.max_connections)
 
-    async def get_connection(self, *args: object, **kwargs: object) -> Any:
+    async def _permit(self) -> None:
         if self._free.locked():
             try:
                 async with asyncio.timeout(self.timeout):
@@ -78,6 +76,9 @@ class WaitingConnectionPool(redis.ConnectionPool):
                 raise redis_errors.ConnectionError("No connection available.") from exc
         else:
             await self._free.acquire()  # returns at once: a permit is free
+
+    async def get_connection(self, *args: object, **kwargs: object) -> Any:
+        await self._permit()
         try:
             return await super().get_connection()
         except BaseException:
@@ -90,52 +91,30 @@ class WaitingConnectionPool(redis.ConnectionPool):
         finally:
             self._free.release()
 
+    async def take(self) -> Any:
+        """:meth:`get_connection` for the request path's round trips
+        (:meth:`StoreClient.send_commands`), without what redis-py 8 adds to each checkout:
+        a lock around two list operations, four awaited observability records, and a check
+        that the connection has no unread replies — which this path cannot leave, as it
+        reads every reply or drops the connection. Give it back with :meth:`give_back`."""
+        await self._permit()
+        try:
+            connection = self.get_available_connection()
+        except BaseException:
+            self._free.release()
+            raise
+        return connection
+
+    def give_back(self, connection: Any) -> None:
+        """:meth:`release` for a connection from :meth:`take`."""
+        self._in_use_connections.discard(connection)
+        self._available_connections.append(connection)
+        self._free.release()
+
 
 class WaitingSentinelPool(WaitingConnectionPool, SentinelConnectionPool):
     """:class:`WaitingConnectionPool`'s waiting for connections to the primary that
     Sentinel names (asked again on each new connection, so a failover is followed)."""
-
-
-class StoreClient(redis.Redis):
-    """redis-py's client, with :meth:`send_commands`: the request path's round trip."""
-
-    async def send_commands(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        """Send ``commands`` (each a command's arguments) in one round trip; their replies,
-        an error reply as its ``ResponseError``.
-
-        What a redis-py pipeline does, without what the request path does not use
-        (transactions, watches, response callbacks, per-command observability, the retry
-        wrapper's closures): packing is hiredis's C ``pack_command``, six times faster than
-        redis-py's, and the connection is used directly. As with a pipeline, a broken
-        connection (Redis restarted, failed over) is replaced and the commands are sent once
-        more; a round trip cut short any other way (cancelled, timed out) drops its
-        connection, so no later round trip reads its replies.
-        """
-        packed = b"".join([hiredis.pack_command(tuple(command)) for command in commands])
-        pool = self.connection_pool
-        connection = await pool.get_connection()
-        try:
-            try:
-                return await _exchange(connection, packed, len(commands))
-            except redis_errors.ConnectionError:
-                await connection.disconnect()
-                await asyncio.sleep(RETRY_PAUSE)
-                return await _exchange(connection, packed, len(commands))
-        finally:
-            await pool.release(connection)
-
-
-async def _exchange(connection: Any, packed: bytes, count: int) -> list[Any]:
-    """Write ``packed`` on ``connection`` (connecting it if it is not) and read ``count``
-    replies. redis-py's connection drops itself when a write or read fails or is cancelled."""
-    await connection.send_packed_command(packed)
-    replies: list[Any] = []
-    for _ in range(count):
-        try:
-            replies.append(await connection.read_response())
-        except redis_errors.ResponseError as error:
-            replies.append(error)
-    return replies
 
 
 def _connection_options() -> dict[str, Any]:
@@ -219,18 +198,11 @@ def connect(url: str) -> redis.Redis:
     if url.startswith(SENTINEL_SCHEME):
         return connect_sentinel(url)
     if url.startswith("memory://"):
-        from fakeredis import FakeServer, aioredis
+        from gateway.store.embedded import EmbeddedRedis
 
-        from gateway.store.memory import MemoryConnection  # scripts compiled once
-
-        return aioredis.FakeRedis(
-            server=FakeServer(),
-            connection_class=MemoryConnection,
-            decode_responses=False,
-            connection_pool_class=WaitingConnectionPool,
-            max_connections=POOL_SIZE,
-            timeout=POOL_WAIT,
-        )
+        # The redis-py client subset the gateway uses, answered in this process: callers
+        # see the same replies and exceptions as from redis.asyncio.Redis.
+        return cast(redis.Redis, EmbeddedRedis())
     pool = WaitingConnectionPool.from_url(url, **_connection_options())
     return StoreClient(connection_pool=pool)
 

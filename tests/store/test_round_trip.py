@@ -1,0 +1,119 @@
+"""The request path's round trip to a real Redis (``StoreClient.send_commands``, through
+``send_scripts``): replies in order with error replies in place; a round trip cancelled or
+timed out while Redis still works on it leaves no reply behind for the next user of its
+connection; one whose connection a restart broke is sent again on a fresh one."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis import exceptions as redis_errors
+
+from gateway.store.client import StoreClient
+from gateway.store.connection import WaitingConnectionPool, connect, send_scripts
+from tests.support.redis_server import RedisServer
+
+#: A script that keeps Redis busy for ~``ARGV[1]`` ms (Redis runs one script at a time, so
+#: the replies of the round trip that sent it come that much later).
+SLOW = """
+local t = redis.call('TIME'); local deadline = t[1] * 1000000 + t[2] + ARGV[1] * 1000
+repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= deadline
+return redis.call('INCR', KEYS[1])
+"""
+
+
+def _one_connection(url: str, **options: object) -> StoreClient:
+    """A client whose every round trip shares one connection, so a reply left unread on
+    it would be the next round trip's first."""
+    return StoreClient(
+        connection_pool=WaitingConnectionPool.from_url(url, max_connections=1, **options)
+    )
+
+
+async def test_replies_come_in_order_with_error_replies_in_place(redis_server) -> None:
+    client = connect(redis_server.url)
+    try:
+        await client.delete("ordered")
+        count = client.register_script("return redis.call('INCR', KEYS[1])")
+        fail = client.register_script("return redis.error_reply('ERR refused here')")
+        replies = await send_scripts(
+            client, [(count, ["ordered"], []), (fail, [], []), (count, ["ordered"], [])]
+        )
+        assert replies[0] == 1 and replies[2] == 2
+        assert isinstance(replies[1], redis_errors.ResponseError) and "refused here" in str(
+            replies[1]
+        )
+    finally:
+        await client.aclose()
+
+
+async def test_a_cancelled_round_trip_leaves_no_reply_for_the_next(redis_server) -> None:
+    client = _one_connection(redis_server.url)
+    try:
+        await client.delete("slow", "quick")
+        slow = client.register_script(SLOW)
+        quick = client.register_script("return 'quick:' .. redis.call('INCR', KEYS[1])")
+        await send_scripts(client, [(slow, ["slow"], [1])])  # both known by their digests
+        cut = asyncio.ensure_future(send_scripts(client, [(slow, ["slow"], [300])]))
+        await asyncio.sleep(0.1)  # sent; Redis is still running it
+        cut.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cut
+        assert await send_scripts(client, [(quick, ["quick"], [])]) == [b"quick:1"]
+        assert int(await client.get("slow")) == 2  # the cut one still ran, once
+    finally:
+        await client.aclose()
+
+
+async def test_a_round_trip_past_the_socket_timeout_fails_and_the_next_one_works(
+    redis_server,
+) -> None:
+    client = _one_connection(redis_server.url, socket_timeout=0.1)
+    try:
+        await client.delete("late", "next")
+        slow = client.register_script(SLOW)
+        quick = client.register_script("return 'next:' .. redis.call('INCR', KEYS[1])")
+        await send_scripts(client, [(quick, ["next"], [])])
+        started = asyncio.get_running_loop().time()
+        [late] = await send_scripts(client, [(slow, ["late"], [400])])
+        assert isinstance(late, redis_errors.TimeoutError)  # the round trip's error, as its reply
+        assert asyncio.get_running_loop().time() - started < 0.35  # bounded by socket_timeout
+        await asyncio.sleep(0.4)  # let Redis finish the slow script
+        assert await send_scripts(client, [(quick, ["next"], [])]) == [b"next:2"]
+    finally:
+        await client.aclose()
+
+
+async def test_a_round_trip_on_a_connection_a_restart_broke_is_sent_again(tmp_path) -> None:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    client = connect(server.url)
+    try:
+        count = client.register_script("return redis.call('INCR', KEYS[1])")
+        await asyncio.gather(*(send_scripts(client, [(count, ["n"], [])]) for _ in range(20)))
+        server.restart()  # every pooled connection is now broken; the script cache is empty
+        replies = await asyncio.gather(
+            *(send_scripts(client, [(count, ["n"], [])]) for _ in range(20))
+        )
+        assert [r for [r] in replies if isinstance(r, Exception)] == []
+        assert sorted(r for [r] in replies) == list(range(21, 41))  # each ran once (AOF kept 20)
+    finally:
+        await client.aclose()
+        server.stop()
+
+
+async def test_a_stopped_redis_is_every_command_s_reply_not_a_hang(tmp_path) -> None:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    client = connect(server.url)
+    try:
+        count = client.register_script("return redis.call('INCR', KEYS[1])")
+        await send_scripts(client, [(count, ["n"], [])])
+        server.stop()
+        replies = await asyncio.wait_for(
+            send_scripts(client, [(count, ["n"], []), (count, ["m"], [])]), 10
+        )
+        assert all(isinstance(r, redis_errors.ConnectionError) for r in replies)
+    finally:
+        await client.aclose()
