@@ -1,0 +1,378 @@
+"""The Lua side: scripts compiled once and cached by SHA1, run with ``KEYS``/``ARGV``, their
+``redis.call`` bound straight to the keyspace's command handlers, their replies converted as
+Redis converts them.
+
+- **The runtime** is lupa's Lua 5.1 module (``lupa.lua51``), as Redis embeds Lua 5.1; what a
+  Redis script cannot reach is taken out (``python``, ``io``, ``os``, ``require``, files).
+- **Globals.** A script runs in an environment whose writes raise Redis 7's "Attempt to
+  modify a readonly table" (one metatable on a proxy: reads cost one ``__index`` hop, writes
+  of new names fail); a ``rawset`` past it is caught after the script and answered as an
+  error. Unlike Redis, the library tables themselves (``string``, ``redis``…) are not frozen.
+- **One crossing per call.** ``redis.call(...)`` is a Lua function that calls
+  :meth:`Scripts.call` in Python and turns what comes back into Redis's Lua value: an
+  integer or a string as is, nil as ``false``, an array as a table (Python returns it as a
+  tuple ``(True, items…)``, unpacked onto the Lua stack by lupa), a status as ``{ok=…}``, an
+  error as ``{err=…}`` — raised by ``call``, returned by ``pcall``. The script's own reply is
+  flattened in Lua into one tuple (markers ``true, n`` before an array's ``n`` items) and
+  read back in Python in one pass, so no Lua table is walked from Python.
+- **Replies** follow Redis: numbers truncated to integers, ``true`` → 1, ``false``/nil → nil,
+  a table read as an array up to its first nil, ``{err=…}``/``{ok=…}``; argument numbers are
+  written with ``%.17g``. Errors carry Redis 7's `` script: <sha>, on @user_script:<line>.``,
+  but for an error raised by ``return redis.call(...)``: there ``redis.call``, a Lua function
+  here and a C one in Redis, was a tail call, which takes the script's frame (and its line)
+  off Lua's stack, so the message ends at the digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+import lupa.lua51 as lua51
+
+from gateway.store.embedded.keyspace import Handler, Keyspace
+from gateway.store.embedded.values import CommandError, Status, parse_int
+
+__all__ = ["Scripts"]
+
+#: Distinct scripts kept compiled (the gateway has about a dozen); the oldest goes first, so a
+#: client sending ever new texts with ``EVAL`` cannot grow memory without bound.
+CACHED_SCRIPTS = 1000
+#: Arguments or reply items past which lupa's stack is not used (Lua's C stack holds ~8000).
+STACK_ITEMS = 4000
+_INT64 = 2**63
+_BAD_ARGUMENT = b"ERR Lua redis lib command arguments must be strings or integers"
+_UNKNOWN = b"ERR Unknown Redis command called from script"
+_NOT_ALLOWED = b"ERR This Redis command is not allowed from script"
+_NOT_IN_SCRIPTS = frozenset({b"EVAL", b"EVALSHA", b"EVAL_RO", b"EVALSHA_RO", b"SCRIPT", b"BLPOP"})
+_ARITY = b"ERR Wrong number of args calling Redis command from script"
+
+_BOOTSTRAP = r"""
+local call_python, sha1hex = ...
+local G = _G
+local loadstring, setfenv, xpcall, type = loadstring, setfenv, xpcall, type
+local select, unpack, error, next = select, unpack, error, next
+local tostring, setmetatable, getinfo = tostring, setmetatable, debug.getinfo
+local sub, find, gsub = string.sub, string.find, string.gsub
+for _, name in ipairs({'python', 'io', 'os', 'package', 'require', 'module', 'dofile',
+                       'loadfile', 'load', 'print', 'newproxy', 'gcinfo'}) do
+  G[name] = nil
+end
+
+setmetatable(G, {
+  __index = function(_, name)
+    error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
+  end,
+  __metatable = false,
+})
+local env = {}
+env._G = env
+setmetatable(env, {
+  __index = G,
+  __newindex = function(_, name)
+    error('Attempt to modify a readonly table', 2)
+  end,
+  __metatable = false,
+})
+
+local function reply(first, second, ...)
+  if first == true then return {second, ...} end
+  if first == false then
+    if second == nil then return false end
+    return nil, second
+  end
+  if first == nil then return {ok = second} end
+  return first
+end
+
+local redis = {}
+G.redis = redis
+function redis.call(...)
+  local value, err = reply(call_python(...))
+  if err ~= nil then error({err = err}) end
+  return value
+end
+function redis.pcall(...)
+  local value, err = reply(call_python(...))
+  if err ~= nil then return {err = err} end
+  return value
+end
+function redis.error_reply(msg)
+  if type(msg) ~= 'string' then return {err = 'ERR wrong number or type of arguments'} end
+  if sub(msg, 1, 1) == '-' then msg = sub(msg, 2) end
+  if not find(msg, ' ', 1, true) then msg = 'ERR ' .. msg end
+  return {err = (gsub(msg, '[\r\n]+$', ''))}
+end
+function redis.status_reply(msg)
+  if type(msg) ~= 'string' then return {err = 'ERR wrong number or type of arguments'} end
+  return {ok = msg}
+end
+function redis.sha1hex(text) return sha1hex(text) end
+function redis.log() end
+function redis.replicate_commands() return true end
+function redis.set_repl() end
+redis.LOG_DEBUG, redis.LOG_VERBOSE, redis.LOG_NOTICE, redis.LOG_WARNING = 0, 1, 2, 3
+redis.REPL_NONE, redis.REPL_AOF, redis.REPL_SLAVE, redis.REPL_ALL = 0, 1, 2, 3
+redis.REPL_REPLICA = 2
+
+local function on_error(err)
+  if type(err) ~= 'table' or type(err.err) ~= 'string' then
+    err = {err = 'ERR ' .. tostring(err)}
+  end
+  for level = 2, 32 do
+    local info = getinfo(level, 'Sl')
+    if not info then break end
+    if info.source == '@user_script' then err.line = info.currentline break end
+  end
+  return err
+end
+
+local function flatten(v, out, n)
+  local t = type(v)
+  if t == 'string' or t == 'number' then
+    n = n + 1; out[n] = v
+  elseif t == 'table' then
+    local e, s = v.err, v.ok
+    if type(e) == 'string' then
+      out[n + 1], out[n + 2], out[n + 3] = true, -2, e; n = n + 3
+    elseif type(s) == 'string' then
+      out[n + 1], out[n + 2], out[n + 3] = true, -1, s; n = n + 3
+    else
+      local count = 0
+      while v[count + 1] ~= nil do count = count + 1 end
+      out[n + 1], out[n + 2] = true, count; n = n + 2
+      for i = 1, count do n = flatten(v[i], out, n) end
+    end
+  elseif v == true then
+    n = n + 1; out[n] = 1
+  else
+    n = n + 1; out[n] = false
+  end
+  return n
+end
+
+local function leaked()
+  local name = next(env)
+  if name == '_G' then name = next(env, name) end
+  if name == nil then return nil end
+  for k in next, env do if k ~= '_G' then env[k] = nil end end
+  return name
+end
+
+local function execute(fn, sha, keys, argv)
+  G.KEYS, G.ARGV = keys, argv
+  local ok, result = xpcall(fn, on_error)
+  local name = leaked()
+  if name ~= nil then
+    ok, result = false, {err = 'ERR Attempt to modify a readonly table: ' .. tostring(name)}
+  end
+  if not ok then
+    local msg = result.err .. ' script: ' .. sha
+    if result.line then msg = msg .. ', on @user_script:' .. result.line .. '.' end
+    return true, -2, msg
+  end
+  local t = type(result)
+  if t == 'string' or t == 'number' then return result end
+  if t ~= 'table' then return result == true and 1 or false end
+  local out = {}
+  local n = flatten(result, out, 0)
+  if n > STACK_ITEMS then return nil, out, n end
+  return unpack(out, 1, n)
+end
+
+local function run(fn, sha, nkeys, ...)
+  local argv = {select(nkeys + 1, ...)}
+  local keys = {...}
+  for i = #keys, nkeys + 1, -1 do keys[i] = nil end
+  return execute(fn, sha, keys, argv)
+end
+
+local function run_table(fn, sha, nkeys, all)
+  local keys, argv = {}, {}
+  for i = 1, nkeys do keys[i] = all[i] end
+  for i = nkeys + 1, #all do argv[i - nkeys] = all[i] end
+  return execute(fn, sha, keys, argv)
+end
+
+local function compile(text)
+  local fn, err = loadstring(text, '@user_script')
+  if not fn then return nil, err end
+  setfenv(fn, env)
+  return fn
+end
+
+return compile, run, run_table
+""".replace("STACK_ITEMS", str(STACK_ITEMS))
+
+
+def _lua_number(value: Any) -> bytes:
+    return b"%.17g" % value
+
+
+def _reply_integer(value: int | float) -> int:
+    """A Lua number as Redis replies it: ``(long long)`` of the double."""
+    if type(value) is float:
+        if not math.isfinite(value) or not -_INT64 <= value < _INT64:
+            return -_INT64
+        return int(value)
+    return int(value) if -_INT64 <= value < _INT64 else -_INT64
+
+
+class Scripts:
+    """The script cache and the Lua runtime that runs its scripts against ``keyspace``."""
+
+    def __init__(self, keyspace: Keyspace, commands: dict[bytes, tuple[Handler, int]]) -> None:
+        self.keyspace = keyspace
+        self.commands = commands
+        self.lua: Any = lua51.LuaRuntime(
+            encoding=None, unpack_returned_tuples=True, register_eval=False, register_builtins=False
+        )
+        self._compile, self._run, self._run_table = self.lua.execute(
+            _BOOTSTRAP, self.call, _sha1hex
+        )
+        self._cached: dict[str, Any] = {}
+        #: Scripts compiled so far (the tests read it: one compilation per text).
+        self.compilations = 0
+
+    # -- the cache ----------------------------------------------------------------------
+
+    def load(self, text: bytes) -> str:
+        """Compile ``text`` (once) and cache it; its SHA1."""
+        sha = hashlib.sha1(text).hexdigest()
+        if sha not in self._cached:
+            compiled = self._compile(text)
+            if type(compiled) is tuple:
+                message = compiled[1].decode(errors="replace")
+                raise CommandError(f"ERR Error compiling script (new function): {message}")
+            if len(self._cached) >= CACHED_SCRIPTS:
+                del self._cached[next(iter(self._cached))]
+            self._cached[sha] = compiled
+            self.compilations += 1
+        return sha
+
+    def exists(self, sha: bytes) -> bool:
+        return sha.decode(errors="replace").lower() in self._cached
+
+    def flush(self) -> None:
+        self._cached.clear()
+
+    # -- running ------------------------------------------------------------------------
+
+    def evalsha(self, sha: bytes, numkeys: bytes, args: tuple[bytes, ...]) -> Any:
+        digest = sha.decode(errors="replace").lower()
+        function = self._cached.get(digest)
+        if function is None:
+            raise CommandError("NOSCRIPT No matching script. Please use EVAL.")
+        return self._call(function, digest, numkeys, args)
+
+    def eval(self, text: bytes, numkeys: bytes, args: tuple[bytes, ...]) -> Any:
+        digest = self.load(text)
+        return self._call(self._cached[digest], digest, numkeys, args)
+
+    def _call(self, function: Any, sha: str, numkeys: bytes, args: tuple[bytes, ...]) -> Any:
+        count = parse_int(numkeys)
+        if count > len(args):
+            raise CommandError("ERR Number of keys can't be greater than number of args")
+        if count < 0:
+            raise CommandError("ERR Number of keys can't be negative")
+        if len(args) > STACK_ITEMS:
+            table = self.lua.table_from(list(args))
+            result = self._run_table(function, sha.encode(), count, table)
+        else:
+            result = self._run(function, sha.encode(), count, *args)
+        if type(result) is tuple:
+            if result[0] is None:  # a long reply, left in its Lua table
+                table, n = result[1], result[2]
+                result = tuple(table[i] for i in range(1, n + 1))
+            reply, _ = _read(result, 0)
+            if isinstance(reply, CommandError):
+                raise reply
+            return reply
+        if type(result) is bytes:
+            return result
+        if result is False or result is None:
+            return None
+        return _reply_integer(result)
+
+    # -- redis.call ---------------------------------------------------------------------
+
+    def call(self, name: Any = None, *args: Any) -> Any:
+        """``redis.call``/``redis.pcall`` from Lua: the handler's reply in the shape the Lua
+        wrapper rebuilds (see the module docstring), or ``(False, message)`` for an error."""
+        if type(name) is not bytes:
+            if name is None:
+                return False, b"ERR Please specify at least one argument for this redis lib call"
+            if type(name) not in (int, float):
+                return False, _BAD_ARGUMENT
+            name = _lua_number(name)
+        spec = self.commands.get(name) or self.commands.get(name.upper())
+        if spec is None:
+            return False, _NOT_ALLOWED if name.upper() in _NOT_IN_SCRIPTS else _UNKNOWN
+        handler, arity = spec
+        given = len(args) + 1
+        if (given != arity) if arity > 0 else (given < -arity):
+            return False, _ARITY
+        for arg in args:
+            if type(arg) is not bytes:
+                try:
+                    args = tuple(_command_arg(a) for a in args)
+                except TypeError:
+                    return False, _BAD_ARGUMENT
+                break
+        try:
+            reply = handler(self.keyspace, args)
+        except CommandError as exc:
+            return False, exc.message.encode()
+        kind = type(reply)
+        if kind is int or kind is bytes:
+            return reply
+        if reply is None:
+            return False
+        if kind is list:
+            if len(reply) < STACK_ITEMS and all(type(x) is bytes for x in reply):
+                return (True, *reply)
+            return self._table(reply)
+        if kind is Status:
+            return None, bytes(reply)
+        return reply
+
+    def _table(self, reply: list[Any]) -> Any:
+        """An array reply as a Lua table (nested, long, or with nils in it)."""
+        items = [False if x is None else self._table(x) if type(x) is list else x for x in reply]
+        return self.lua.table_from(items)
+
+
+def _command_arg(value: Any) -> bytes:
+    kind = type(value)
+    if kind is bytes:
+        return value
+    if kind is int or kind is float:
+        return _lua_number(value)
+    raise TypeError(kind)
+
+
+def _sha1hex(text: Any) -> bytes:
+    data = text if isinstance(text, bytes) else _lua_number(text)
+    return hashlib.sha1(data).hexdigest().encode()
+
+
+def _read(values: tuple[Any, ...], i: int) -> tuple[Any, int]:
+    """The reply flattened in Lua at ``values[i:]``, and the index after it."""
+    value = values[i]
+    if value is True:
+        count = values[i + 1]
+        if count == -1:
+            return values[i + 2], i + 3
+        if count == -2:
+            return CommandError(values[i + 2].decode(errors="replace")), i + 3
+        items, i = [], i + 2
+        for _ in range(count):
+            item, i = _read(values, i)
+            items.append(item)
+        return items, i
+    if value is False or value is None:
+        return None, i + 1
+    if type(value) is bytes:
+        return value, i + 1
+    return _reply_integer(value), i + 1
