@@ -124,32 +124,33 @@ class Accountant:
         self._account(exchange, status, usage or Usage())
 
     def _account(self, exchange: Exchange, status: int, usage: Usage) -> None:
-        m, model, backend = self.metrics, exchange.model, exchange.backend.name
-        labels = (model, exchange.key.name, backend)
-        m.requests.labels(*labels, str(status)).inc()
+        model, backend = exchange.model, exchange.backend.name
+        series = self.metrics.series(model, exchange.key.name, backend)
+        series.answered(status)
         now = self.clock()
-        m.request_duration.labels(model).observe(now - exchange.started_at)
+        series.request_duration.observe(now - exchange.started_at)
         first = exchange.outcome.first_byte_at
         if first is not None and exchange.request.stream:
-            m.time_to_first_token.labels(model).observe(first - exchange.started_at)
-        m.prompt_tokens.labels(*labels).inc(usage.prompt)
-        m.completion_tokens.labels(*labels).inc(usage.completion)
-        m.cached_prompt_tokens.labels(*labels).inc(usage.cached)
-        m.computed_prompt_tokens.labels(*labels).inc(max(usage.prompt - usage.cached, 0))
+            series.time_to_first_token.observe(first - exchange.started_at)
+        series.prompt_tokens.inc(usage.prompt)
+        series.completion_tokens.inc(usage.completion)
+        series.cached_prompt_tokens.inc(usage.cached)
+        series.computed_prompt_tokens.inc(max(usage.prompt - usage.cached, 0))
         if first is not None and usage.completion > 1:
-            m.time_per_output_token.labels(model).observe((now - first) / (usage.completion - 1))
-        log.debug(  # the request's log line is telemetry's (gateway.requests)
-            "request done",
-            extra={
-                "model": model,
-                "backend": backend,
-                "key": exchange.key.name,
-                "status": status,
-                "prompt_tokens": usage.prompt,
-                "completion_tokens": usage.completion,
-                "cached_tokens": usage.cached,
-            },
-        )
+            series.time_per_output_token.observe((now - first) / (usage.completion - 1))
+        if log.isEnabledFor(logging.DEBUG):  # the extra dict is built only for a reader
+            log.debug(  # the request's log line is telemetry's (gateway.requests)
+                "request done",
+                extra={
+                    "model": model,
+                    "backend": backend,
+                    "key": exchange.key.name,
+                    "status": status,
+                    "prompt_tokens": usage.prompt,
+                    "completion_tokens": usage.completion,
+                    "cached_tokens": usage.cached,
+                },
+            )
 
 
 def _relayed(exchange: Exchange) -> Usage | None:

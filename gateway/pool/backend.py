@@ -30,7 +30,9 @@ class Backend:
     #: Consecutive failed requests; at the pool's threshold the backend leaves rotation.
     failures: int = 0
     last_error: str | None = None
-    #: The last ``/slots`` answer, for KV-cache accounting.
+    #: The last ``/slots`` answer, for KV-cache accounting and routing: replaced whole by
+    #: each probe, never changed in place (the affinity router keeps what it read from one
+    #: list until the next replaces it).
     slot_states: list[dict[str, Any]] = field(default_factory=list)
     #: Load, speed and KV-cache size learnt by the probe (``/metrics``, GGUF header).
     stats: ServerStats = field(default_factory=ServerStats)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -72,6 +73,13 @@ class AffinityRouter(RoutingHooks):
         #: Slots this gateway pinned that are still in use, per backend.
         self._pinned: Counter[tuple[Backend, int]] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: The busy slots read from each backend's last probe, kept with the list they were
+        #: read from: a probe replaces ``slot_states``, and between two probes every request
+        #: would otherwise scan the same list (128 slots on a big server). Weak: a backend
+        #: that leaves the pool leaves this too.
+        self._probed: weakref.WeakKeyDictionary[Backend, tuple[list, frozenset[int]]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def lookup(self, request: ParsedRequest, model: str) -> Command[Lookup]:
         """Where ``request``'s prefix is cached, as a command that rides on the limits
@@ -205,11 +213,16 @@ class AffinityRouter(RoutingHooks):
             del self._pinned[key]
 
     def _busy(self, backend: Backend) -> frozenset[int]:
-        probed = {
-            int(s.get("id", i)) for i, s in enumerate(backend.slot_states) if s.get("is_processing")
-        }
-        pinned = {slot for b, slot in self._pinned if b is backend}
-        return frozenset(probed | pinned)
+        states = backend.slot_states
+        known = self._probed.get(backend)
+        if known is None or known[0] is not states:
+            busy = frozenset(
+                int(s.get("id", i)) for i, s in enumerate(states) if s.get("is_processing")
+            )
+            known = self._probed[backend] = (states, busy)
+        if not self._pinned:
+            return known[1]
+        return known[1] | {slot for b, slot in self._pinned if b is backend}
 
     async def _find_slot(self, backend: Backend, held: int) -> int | None:
         """Which slot served a request llama-server placed itself — the OpenAI response does

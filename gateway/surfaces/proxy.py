@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from litestar import Request, Response, post
 from litestar.background_tasks import BackgroundTask
+from litestar.connection import ASGIConnection
 from litestar.handlers import HTTPRouteHandler
 from litestar.response import Stream
 
@@ -58,6 +59,16 @@ async def proxy(request: Request, dispatcher: Dispatcher, parsed: ParsedRequest)
     return Response(content=body, media_type="application/json", headers=limit_headers)
 
 
+class _ForwardingRoute(post):
+    """Litestar's POST route, its guards handed the route itself: Litestar hands each guard
+    a ``copy()`` of it (~25 µs a request, a tenth of the gateway's own work on it), which
+    only a guard that changes the route would need — none of the gateway's does."""
+
+    async def authorize_connection(self, connection: ASGIConnection) -> None:
+        for guard in self.resolve_guards():
+            await guard(connection, self)  # type: ignore[misc]
+
+
 #: How a surface reads one endpoint's body into the request value (``parse`` by default).
 Reader = Callable[[Endpoint, bytes, Request], ParsedRequest]
 
@@ -81,7 +92,7 @@ def forwarding(
         parsed = read(endpoint, await request.body(), request)
         return await proxy(request, dispatcher, parsed)
 
-    return post(
+    return _ForwardingRoute(
         path,
         status_code=200,
         summary=summary or f"{endpoint}",

@@ -193,7 +193,8 @@ async def test_the_router_pins_an_idle_matching_slot_once() -> None:
     router.forget(first)  # given back before a response: slot 3 is free again
     snap = await router.snapshot(request, "m", {A: 0, B: 0})
     assert snap.idle_matching_slot(A) == 3
-    A.slot_states[3]["is_processing"] = True  # busy by the probe: never pinned
+    # Busy by the next probe (which replaces the list, as probe.py does): never pinned.
+    A.slot_states = [*A.slot_states[:3], {**A.slot_states[3], "is_processing": True}]
     snap = await router.snapshot(request, "m", {A: 0, B: 0})
     assert snap.idle_matching_slot(A) is None
     A.slot_states = []
