@@ -1,190 +1,212 @@
-"""``memory://``'s compiled scripts (gateway/store/memory.py) against what they replace: each
-script's replies are a real Redis's over many calls, errors read as stock fakeredis words
-them, Lua's memory stays bounded over 20,000 calls, a script that sets a global is still
-refused — and each script text is compiled once, which fails if a fakeredis release stops
-going through the seams the module relies on."""
+"""``memory://``'s own workings (gateway/store/embedded/): each script compiled once and known
+by its digest, keys that expire — looked at or not — and memory that stays bounded, the
+grant mailbox's ``BLPOP`` woken by a push from another task (no polling) and cancelled
+cleanly, Redis's reply conversions, an unknown command, and the round trips the request path
+uses. ``test_embedded_differential.py`` holds it against a real Redis."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import redis.asyncio as redis
-from fakeredis import FakeServer, aioredis
 from redis import exceptions as redis_errors
 
-from gateway.store.admission import AdmissionStore
-from gateway.store.connection import connect
-from gateway.store.memory import CompiledScripts
+from gateway.store.connection import connect, send_scripts
+from gateway.store.embedded import EmbeddedRedis
 
-#: Every kind of reply a script gives: integers, bulk strings, nil, nested arrays, a status
-#: reply, truncated numbers, booleans — over the data types the gateway's scripts use.
-MIXED = """
-local n = redis.call('INCR', KEYS[1])
-redis.call('HSET', KEYS[2], 'f' .. (n % 3), n)
-redis.call('ZADD', KEYS[3], n * 1.5, 'm' .. (n % 4))
-redis.call('PEXPIRE', KEYS[2], 60000)
-local t = {}
-for i = 1, 50 do t[i] = ARGV[1] .. i end
-return {n, tostring(n * 2.5), redis.call('HGETALL', KEYS[2]),
-        redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES'), redis.call('GET', 'absent'),
-        n / 3, n % 2 == 0, redis.status_reply('fine'), #t, {ARGV[2], {KEYS[1]}}}
-"""
-MIXED_KEYS = ["mem:n", "mem:h", "mem:z"]
+INCR = "return redis.call('INCR', KEYS[1])"
 
 
 @pytest.fixture
-async def memory() -> AsyncIterator[redis.Redis]:
+async def memory() -> AsyncIterator[Any]:
     client = connect("memory://")
+    assert isinstance(client, EmbeddedRedis)
     yield client
     await client.aclose()
 
 
-@pytest.fixture
-async def stock() -> AsyncIterator[redis.Redis]:
-    """fakeredis as ``memory://`` was before: each script compiled and a full collection
-    run on every call."""
-    client = aioredis.FakeRedis(server=FakeServer(), decode_responses=False)
-    yield client
-    await client.aclose()
+async def test_each_script_is_compiled_once_and_known_by_its_digest(memory: Any) -> None:
+    count = memory.register_script(INCR)
+    for _ in range(50):
+        await count(keys=["n"])
+    for _ in range(50):  # EVAL with the text, and the request path's round trip by digest
+        await memory.eval(INCR, 1, "n")
+    assert await send_scripts(memory, [(count, ["n"], [])] * 3) == [101, 102, 103]
+    assert memory.server.scripts.compilations == 1
+    assert await memory.script_exists(count.sha) == [True]
 
 
-def _runtime(client: redis.Redis) -> Any:
-    return client.connection_pool.connection_kwargs["server"]._lua_runtime
+async def test_a_forgotten_script_is_noscript_and_is_sent_again_by_its_text(memory: Any) -> None:
+    count = memory.register_script(INCR)
+    await count(keys=["n"])
+    await memory.script_flush()
+    with pytest.raises(redis_errors.NoScriptError):
+        await memory.evalsha(count.sha, 1, "n")
+    assert await count(keys=["n"]) == 2  # AsyncScript loads it again
+    await memory.script_flush()
+    assert await send_scripts(memory, [(count, ["n"], [])]) == [3]  # EVAL after NOSCRIPT
+    assert memory.server.scripts.compilations == 3
 
 
-async def _lua_kb(client: redis.Redis) -> float:
-    return float(await client.eval("return tostring(collectgarbage('count'))", 0))
+async def test_keys_expire_when_read_and_when_nobody_reads_them(memory: Any) -> None:
+    await memory.set("short", "v", px=30)
+    await memory.hset("h", "f", "v")
+    await memory.pexpire("h", 30)
+    assert 0 < await memory.pttl("short") <= 30
+    await asyncio.sleep(0.05)
+    assert await memory.get("short") is None
+    assert await memory.hgetall("h") == {}
+    assert await memory.pttl("h") == -2
+    # 5,000 keys that expire and are never looked at again go all the same.
+    async with memory.pipeline(transaction=False) as pipe:
+        for i in range(5000):
+            pipe.set(f"k{i}", "v", px=20)
+        await pipe.execute()
+    await memory.set("kept", "v")
+    keyspace = memory.server.keyspace
+    assert len(keyspace.data) == 5001
+    await asyncio.sleep(0.05)
+    deadline = time.monotonic() + 5
+    while len(keyspace.data) > 1 and time.monotonic() < deadline:
+        await memory.ping()  # any command lets the sweep take its next slice
+        await asyncio.sleep(0.11)
+    assert list(keyspace.data) == [b"kept"] and keyspace.expires == {}
 
 
-async def test_a_script_replies_as_real_redis_over_many_calls(
-    redis_server: Any, memory: redis.Redis
-) -> None:
-    real = connect(redis_server.url)
-    try:
-        await real.delete(*MIXED_KEYS, "absent")
-        replies: dict[str, list[Any]] = {"redis": [], "memory": []}
-        for name, client in (("redis", real), ("memory", memory)):
-            mixed = client.register_script(MIXED)
-            for i in range(200):
-                replies[name].append(await mixed(keys=MIXED_KEYS, args=[f"a{i}", b"\x00\xff"]))
-        assert replies["memory"] == replies["redis"]
-        assert replies["memory"][199][0] == 200  # it ran every time, against kept state
-    finally:
-        await real.delete(*MIXED_KEYS)
-        await real.aclose()
+async def test_blpop_wakes_on_a_push_from_another_task_without_polling(memory: Any) -> None:
+    waiting = asyncio.create_task(memory.blpop(["mailbox"], timeout=10))
+    await asyncio.sleep(0.05)
+    assert not waiting.done() and len(memory.server.blocked[b"mailbox"]) == 1
+    started = time.monotonic()
+    await memory.eval("return redis.call('RPUSH', KEYS[1], 'grant')", 1, "mailbox")
+    assert await waiting == (b"mailbox", b"grant")
+    assert time.monotonic() - started < 0.05  # woken by the push, not by a timer
+    assert memory.server.blocked == {} and await memory.llen("mailbox") == 0
 
 
-async def test_the_admission_scripts_reply_as_real_redis(
-    redis_server: Any, memory: redis.Redis
-) -> None:
-    real = connect(redis_server.url)
-    try:
-        await real.flushdb()
-        seen: dict[str, list[Any]] = {"redis": [], "memory": []}
-        candidates = [("b1", 2), ("b2", 1)]
-        for name, client in (("redis", real), ("memory", memory)):
-            store = AdmissionStore(client, lease_ttl=15, grant_ttl=10)
-            for i in range(40):
-                reply = await store.acquire(
-                    "m", key_id="k", waiter=f"w{i}", replica="r", weight=1.0, cost=1,
-                    priority=0, timeout=1.0, bound=5, exclude=[], candidates=candidates,
-                )  # fmt: skip
-                seen[name].append((reply.status, reply.backend, reply.loads, reply.queued))
-                if reply.backend is not None and i % 2:
-                    released = await store.release("m", reply.backend, f"w{i}", candidates)
-                    assert not isinstance(released, Exception)
-                    seen[name].append(released.loads)
-        assert seen["memory"] == seen["redis"]
-        assert {"granted", "queued", "full"} <= {s[0] for s in seen["memory"] if len(s) == 4}
-    finally:
-        await real.flushdb()
-        await real.aclose()
+async def test_blpop_times_out_and_serves_waiters_in_order(memory: Any) -> None:
+    started = time.monotonic()
+    assert await memory.blpop(["empty"], timeout=0.1) is None
+    assert 0.09 < time.monotonic() - started < 0.5
+    first = asyncio.create_task(memory.blpop(["q"], timeout=5))
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(memory.blpop(["q"], timeout=5))
+    await asyncio.sleep(0.01)
+    await memory.rpush("q", "a", "b")
+    assert [await first, await second] == [(b"q", b"a"), (b"q", b"b")]
 
 
-async def test_each_script_text_is_compiled_once(memory: redis.Redis) -> None:
-    mixed = memory.register_script(MIXED)
-    for _ in range(100):
-        await mixed(keys=MIXED_KEYS, args=["a", "b"])
-    for _ in range(100):  # EVAL with the text itself, not only EVALSHA
-        await memory.eval(MIXED, len(MIXED_KEYS), *MIXED_KEYS, "a", "b")
-    runtime = _runtime(memory)
-    assert isinstance(runtime, CompiledScripts)
-    # One text, run 200 times by digest and by text: compiled the first time only.
-    assert runtime.compilations == 1
+async def test_a_cancelled_blpop_leaves_no_waiter_and_loses_no_element(memory: Any) -> None:
+    waiting = asyncio.create_task(memory.blpop(["mailbox"], timeout=10))
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert memory.server.blocked == {}
+    await memory.rpush("mailbox", "kept")
+    assert await memory.lrange("mailbox", 0, -1) == [b"kept"]
+    # Handed an element, then cancelled before it ran: the element goes back, in front.
+    waiting = asyncio.create_task(memory.blpop(["mailbox2"], timeout=10))
+    await asyncio.sleep(0.01)
+    await memory.rpush("mailbox2", "first", "second")  # "first" is handed to the waiter
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert await memory.lrange("mailbox2", 0, -1) == [b"first", b"second"]
 
 
-ERRORS = [
-    "return 1 +",  # does not compile
-    "error('boom')",  # a Lua error
-    "return redis.call('NOSUCHCOMMAND')",
-    "return redis.call('GET')",  # wrong number of arguments
-    "redis.call('SET', KEYS[1], 'x') return redis.call('HGET', KEYS[1], 'f')",  # WRONGTYPE
-    "return redis.call('SET', KEYS[1], {})",  # an argument that is no string or number
-    "return redis.error_reply('MY refusal')",
-    "return redis.pcall('GET')",  # pcall's error table, as a reply
-    "local t = nil; return t.x",
-]
+@pytest.mark.parametrize(
+    ("text", "reply"),
+    [
+        ("return {1, 2.7, -2.7, true, false, nil, 3}", [1, 2, -2, 1, None]),
+        ("return 1e20", -(2**63)),
+        ("return {ok = 'fine'}", b"fine"),
+        ("return {'a', {'b', {}}, redis.status_reply('S')}", [b"a", [b"b", []], b"S"]),
+        ("return redis.call('HMGET', 'absent', 'f', 'g')", [None, None]),
+        ("return redis.call('GET', 'absent') == false", 1),
+        ("local t = {} for i = 1, 9000 do t[i] = i end return t", list(range(1, 9001))),
+        ("return #ARGV", 6000),
+    ],
+)
+async def test_replies_convert_as_in_redis(memory: Any, text: str, reply: Any) -> None:
+    args = [f"a{i}" for i in range(6000)] if "ARGV" in text else []
+    assert await memory.eval(text, 0, *args) == reply
 
 
-@pytest.mark.parametrize("text", ERRORS)
-async def test_a_script_error_reads_as_before(
-    memory: redis.Redis, stock: redis.Redis, text: str
-) -> None:
-    raised = []
-    for client in (stock, memory):
-        for _ in range(2):  # the second run is the compiled one (or the cached error)
-            with pytest.raises(redis_errors.ResponseError) as info:
-                await client.eval(text, 1, "err:key")
-            raised.append((type(info.value), str(info.value)))
-            await client.delete("err:key")
-    assert raised[2:] == raised[:2]
-    assert raised[0][1]  # a message, not an empty error
+async def test_an_unknown_command_is_an_error_not_a_crash(memory: Any) -> None:
+    with pytest.raises(redis_errors.ResponseError, match="unknown command 'NOSUCH'"):
+        await memory.execute_command("NOSUCH", "x")
+    with pytest.raises(redis_errors.ResponseError, match="Unknown Redis command called from"):
+        await memory.eval("local r = redis.call('NOSUCH') return r", 0)
+    (error,) = await memory.eval("return {redis.pcall('NOSUCH')}", 0)
+    assert isinstance(error, redis_errors.ResponseError)
+    assert await memory.ping() is True  # the store goes on
 
 
-GLOBALS = [
-    "leaked = 1 return redis.call('SET', KEYS[1], 'written')",  # refused before the SET
-    "leaked = 1 return 1",  # refused after the script, which made no call
-    "_G['leaked'] = 1 return redis.call('SET', KEYS[1], 'written')",
-    "rawset(_G, 'leaked', 1) return redis.pcall('SET', KEYS[1], 'written')",
-]
+@pytest.mark.parametrize(
+    "text",
+    [
+        "leaked = 1 return redis.call('SET', KEYS[1], 'written')",
+        "_G['leaked'] = 1 return 1",
+        "rawset(_G, 'leaked', 1) return 1",
+    ],
+)
+async def test_a_script_that_sets_a_global_is_refused(memory: Any, text: str) -> None:
+    with pytest.raises(redis_errors.ResponseError, match="readonly table"):
+        await memory.eval(text, 1, "g")
+    assert await memory.get("g") is None  # refused before the write (or made none)
+    with pytest.raises(redis_errors.ResponseError, match="nonexistent global variable"):
+        await memory.eval("return leaked", 0)
 
 
-@pytest.mark.parametrize("text", GLOBALS)
-async def test_a_script_that_sets_a_global_is_still_refused(
-    memory: redis.Redis, stock: redis.Redis, text: str
-) -> None:
-    messages = []
-    for client in (stock, memory):
-        with pytest.raises(redis_errors.ResponseError) as info:
-            await client.eval(text, 1, "g:key")
-        messages.append(str(info.value))
-        # The write was not made (for pcall: the refusal is its reply), the global was dropped,
-        # and the next script runs as usual.
-        assert await client.get("g:key") is None
-        assert await client.eval("return leaked", 0) is None
-        assert await client.eval("return redis.call('SET', KEYS[1], 'ok')", 1, "g:key") == b"OK"
-        await client.delete("g:key")
-    assert "leaked" in messages[0]
-    assert messages[1] == messages[0]
+async def test_pipelines_put_errors_in_place_or_raise_the_first(memory: Any) -> None:
+    await memory.set("s", "text")
+    async with memory.pipeline(transaction=False) as pipe:
+        pipe.incr("n").incr("s").hgetall("s").get("s")
+        assert len(pipe) == 4
+        replies = await pipe.execute(raise_on_error=False)
+    assert replies[0] == 1 and replies[3] == b"text"
+    assert [type(r) for r in replies[1:3]] == [redis_errors.ResponseError] * 2
+    assert "WRONGTYPE" in str(replies[2])
+    async with memory.pipeline(transaction=False) as pipe:
+        pipe.incr("s")
+        with pytest.raises(redis_errors.ResponseError, match=r"Command # 1 .* of pipeline"):
+            await pipe.execute()
+        assert len(pipe) == 0
 
 
-async def test_lua_memory_stays_bounded_over_20000_calls(memory: redis.Redis) -> None:
-    # Each call leaves garbage behind: its KEYS/ARGV tables and a 50-entry table of strings.
+async def test_lua_memory_stays_bounded_over_20000_calls(memory: Any) -> None:
     garbage = memory.register_script(
         "local t = {} for i = 1, 50 do t[i] = ARGV[1] .. i end "
         "return redis.call('INCR', KEYS[1]) + #t"
     )
-    await garbage(keys=["gc:n"], args=["x"])
     samples = []
     for _ in range(40):
-        async with memory.pipeline(transaction=False) as pipe:
-            for i in range(500):
-                await garbage(keys=["gc:n"], args=[f"arg{i}"], client=pipe)
-            await pipe.execute()
-        samples.append(await _lua_kb(memory))
-    assert await memory.get("gc:n") == b"20001"  # every call ran
-    # Garbage that was never collected would grow by ~2 KB a call (~40 MB here).
+        await send_scripts(memory, [(garbage, ["gc:n"], [f"arg{i}"]) for i in range(500)])
+        samples.append(memory.server.scripts.lua.eval("collectgarbage('count')"))
+    assert await memory.get("gc:n") == b"20000"
+    # Garbage never collected would grow by ~2 KB a call (~40 MB here).
     assert max(samples[20:]) < 2 * max(samples[:5])
-    assert max(samples) < 2048
+    assert max(samples) < 4096
+
+
+async def test_a_store_call_lets_other_tasks_run_first(memory: Any) -> None:
+    """As over a socket: a task started just before a store call has run by its reply."""
+    ran = []
+
+    async def note() -> None:
+        ran.append(True)
+
+    task = asyncio.create_task(note())
+    await memory.get("x")
+    assert ran == [True] and task.done()
+
+
+def test_memory_is_one_store_per_connect() -> None:
+    first, second = connect("memory://"), connect("memory://")
+    assert isinstance(first, redis.Redis) is False  # not a socket client at all
+    assert first.server is not second.server  # type: ignore[attr-defined]

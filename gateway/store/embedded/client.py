@@ -26,23 +26,32 @@ import asyncio
 from collections.abc import Generator, Sequence
 from typing import Any
 
+import redis.asyncio as redis
 from redis._parsers import Encoder
 from redis._parsers.base import BaseParser
-from redis._parsers.helpers import _RedisCallbacks, _RedisCallbacksRESP2
 from redis.asyncio.client import EMPTY_RESPONSE, NEVER_DECODE
 from redis.commands.core import AsyncCoreCommands
+from redis.connection import DEFAULT_RESP_VERSION
 from redis.exceptions import ResponseError
 from redis.utils import safe_str
 
+from gateway.store.embedded.resp3 import reshape
 from gateway.store.embedded.server import Server
 from gateway.store.embedded.values import CommandError, Status, parse_float
 
 __all__ = ["EmbeddedPipeline", "EmbeddedRedis"]
 
-_CALLBACKS = {name.upper(): callback for name, callback in _RedisCallbacks.items()}
-_CALLBACKS.update({name.upper(): c for name, c in _RedisCallbacksRESP2.items()})
+#: The response callbacks of a redis-py client as ``connect("redis://…")`` makes it (one is
+#: built, never connected, to read them): the same protocol's, the same parsing.
+_PROTOTYPE = redis.Redis()
+_CALLBACKS: dict[str, Any] = {
+    str(name).upper(): c for name, c in _PROTOTYPE.response_callbacks.items()
+}
+#: The RESP version such a client speaks (redis-py 8: 3) — the reply shapes to give.
+PROTOCOL = int(_PROTOTYPE.connection_pool.connection_kwargs.get("protocol") or DEFAULT_RESP_VERSION)
+del _PROTOTYPE
 _SCRIPT_RUNS = frozenset({"EVALSHA", "EVAL", "EVALSHA_RO", "EVAL_RO"})
-_BLOCKING = frozenset({"BLPOP", "BRPOP"})
+_BLOCKING = frozenset({"BLPOP"})
 
 
 class _Pool:
@@ -73,8 +82,7 @@ class _Calls:
             if len(encoded) < 3:
                 raise _error("ERR wrong number of arguments for 'blpop' command")
             _timeout(encoded[-1])
-            reply = self.server.pop_first(encoded[1:-1])
-            return _read(name, reply, options)
+            return _read(name, self.server.pop_first(encoded[1:-1]), options)
         try:
             reply = self.server.execute(encoded)
         except CommandError as exc:
@@ -83,6 +91,8 @@ class _Calls:
             raise _error(exc.message) from None
         if name in _SCRIPT_RUNS:
             return _script_reply(reply)
+        if PROTOCOL == 3:
+            reply = reshape(encoded, reply)
         return _read(name, reply, options)
 
 
@@ -112,16 +122,19 @@ class EmbeddedRedis(_Calls, AsyncCoreCommands):  # type: ignore[misc]
         encode, execute = self._encode, self.server.execute
         replies: list[Any] = []
         for command in commands:
+            encoded = [a if type(a) is bytes else encode(a) for a in command]
             try:
-                reply = execute([a if type(a) is bytes else encode(a) for a in command])
+                reply = execute(encoded)
             except CommandError as exc:
                 replies.append(_error(exc.message))
                 continue
             kind = type(reply)
-            if kind is list:
-                reply = _script_reply(reply)
-            elif kind is Status:
+            if kind is Status:
                 reply = bytes(reply)
+            elif command[0] in _SCRIPT_RUNS:
+                reply = _script_reply(reply) if kind is list else reply
+            elif PROTOCOL == 3:
+                reply = reshape(encoded, reply)
             replies.append(reply)
         return replies
 

@@ -80,9 +80,13 @@ class Server:
                 raise CommandError(SYNTAX)
             self.scripts.flush()
             return OK
+        if sub in (b"LOAD", b"EXISTS", b"FLUSH"):
+            raise CommandError(
+                f"ERR wrong number of arguments for 'script|{sub.decode().lower()}' command"
+            )
         raise CommandError(
-            f"ERR unknown subcommand or wrong number of arguments for "
-            f"'{sub.decode(errors='replace')}'. Try SCRIPT HELP."
+            f"ERR unknown subcommand '{args[0].decode(errors='replace') if args else ''}'. "
+            "Try SCRIPT HELP."
         )
 
     # -- BLPOP --------------------------------------------------------------------------
