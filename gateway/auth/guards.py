@@ -31,12 +31,13 @@ ANONYMOUS = ApiKey(id="anonymous", name="anonymous", created=0)
 async def require_api_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     # The telemetry middleware leaves one on API paths; a path it did not recognise as one
     # must still be served (or refused) cleanly, and the handlers read it too.
-    telemetry = getattr(connection.state, "telemetry", None)
+    state = connection.state  # Litestar builds a new State on each access
+    telemetry = getattr(state, "telemetry", None)
     if telemetry is None:
-        telemetry = connection.state.telemetry = RequestTelemetry.detached()
+        telemetry = state.telemetry = RequestTelemetry.detached()
     authenticator = connection.app.state.authenticator
     if authenticator is None:
-        connection.state.api_key = ANONYMOUS
+        state.api_key = ANONYMOUS
         return
     header = connection.headers.get("authorization")
     api_key = connection.headers.get("x-api-key")
@@ -44,8 +45,8 @@ async def require_api_key(connection: ASGIConnection, _: BaseRouteHandler) -> No
         header = f"Bearer {api_key}"
     with telemetry.phase("auth"):
         key = await authenticator.authenticate(header)
-    connection.state.api_key = key
-    connection.state.key = key.name
+    state.api_key = key
+    state.key = key.name
 
 
 def bearer_is(connection: ASGIConnection, token: str) -> bool:

@@ -26,17 +26,17 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 def describe(request: Request, dispatcher: Dispatcher, parsed: ParsedRequest) -> None:
     """Name the request's model for metrics and logs, and describe it to its trace."""
-    request.state.model = dispatcher.pool.label_for(parsed.model)
-    request.state.telemetry.describe(
-        model=request.state.model, max_tokens=parsed.max_tokens, stream=parsed.stream
-    )
+    state = request.state  # Litestar builds a new State on each access
+    state.model = dispatcher.pool.label_for(parsed.model)
+    state.telemetry.describe(model=state.model, max_tokens=parsed.max_tokens, stream=parsed.stream)
 
 
 async def proxy(request: Request, dispatcher: Dispatcher, parsed: ParsedRequest) -> Response:
     """Send ``parsed`` down the path; the backend's answer as it wrote it (one filling
     several slots is split, and its parts' answers merged: ``exchange/batch.py``)."""
     describe(request, dispatcher, parsed)
-    key, telemetry = request.state.api_key, request.state.telemetry
+    state = request.state
+    key, telemetry = state.api_key, state.telemetry
     parts = split(parsed)
     if parts is not None:
         body, headers = await read_parts(dispatcher, parts, key=key, telemetry=telemetry)
