@@ -14,25 +14,27 @@ added latency over a real llama-server (requests alternated, one at a time).
 
 from __future__ import annotations
 
-import os
-import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-import msgspec
-
-from loadtest import load, plots, profile
+from loadtest import load, plots
 from loadtest.procs import Emulator, Gateway, LlamaServer, RedisServer, RelayFloor, asset
 from loadtest.progress import bar
 from loadtest.report import ScenarioResult
-from loadtest.scenarios import overhead_report
+from loadtest.scenarios import overhead_report, overhead_wrk
+from loadtest.scenarios.overhead_setup import (
+    ADMIN_TOKEN,
+    HIGH_LIMITS,
+    Contender,
+    Size,
+    answered,
+    chat,
+    cpu_seconds,
+    failures,
+    warm_up,
+)
 from loadtest.stats import added, summary
 
-ADMIN_TOKEN = "loadtest-admin"
-HIGH_LIMITS = {"rpm": 10**9, "tpm": 10**12}
 #: Enough slots that no request waits for one (the gateway's leases are measured, not its
 #: queue), and as few as a big server has: the gateway scans a backend's slots per request.
 EMULATOR_SLOTS = 128
@@ -40,81 +42,8 @@ EMULATOR_SLOTS = 128
 FLOOR = "relay-floor"
 
 
-@dataclass(frozen=True)
-class Size:
-    rates: tuple[int, ...]
-    rate_seconds: float
-    wrk_seconds: float
-    wrk_connections: int
-    relay_seconds: float
-    relay_streams: int
-    relay_tokens: int
-    real_requests: int
-    real_tokens: int
-    warm_up: int
-    profile_seconds: float
-
-    @classmethod
-    def of(cls, smoke: bool) -> Size:
-        if smoke:
-            return cls((20,), 0.5, 1.0, 16, 0.5, 4, 200, 2, 4, 3, 1.0)
-        return cls((50, 100, 200), 8.0, 8.0, 64, 8.0, 32, 1000, 30, 16, 20, 8.0)
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _chat(
-    url: str, model: str, *, stream: bool, max_tokens: int, key: str | None, label: str
-) -> load.Request:
-    body: dict = {
-        "model": model,
-        "messages": [{"role": "user", "content": "Say something short about gateways."}],
-        "max_tokens": max_tokens,
-    }
-    if stream:
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
-    headers = {"Content-Type": "application/json"}
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    return load.Request(
-        f"{url}/v1/chat/completions", msgspec.json.encode(body), headers, stream, label
-    )
-
-
-class Contender:
-    def __init__(self, name: str, url: str, key: str | None, pid: int | None = None) -> None:
-        self.name, self.url, self.key, self.pid = name, url, key, pid
-
-
-def _ok(samples: list[load.Sample]) -> list[load.Sample]:
-    return [s for s in samples if s.outcome == "ok" and s.latency is not None]
-
-
-def _not_ok(samples: list[load.Sample]) -> int:
-    return sum(1 for s in samples if s.outcome != "ok")
-
-
-async def _warm_up(contenders: list[Contender], model: str, count: int = 20) -> None:
-    """Open the connections and fill the caches (the gateway's key cache, connection pools)
-    before anything is measured."""
-    async with load.session() as client:
-        for c in contenders:
-            for stream in (False, True):
-                for _ in range(count):
-                    await load.send(
-                        client,
-                        _chat(c.url, model, stream=stream, max_tokens=4, key=c.key, label=c.name),
-                        30,
-                    )
-
-
 async def _fixed_rates(contenders: list[Contender], model: str, size: Size, raw: dict) -> list:
-    await _warm_up(contenders, model, count=size.warm_up)
+    await warm_up(contenders, model, count=size.warm_up)
     rows = []
     total = sum(int(r * size.rate_seconds) for r in size.rates) * 2 * len(contenders)
     with bar("overhead: fixed rates", total) as tick:
@@ -131,18 +60,18 @@ async def _fixed_rates(contenders: list[Contender], model: str, size: Size, raw:
                 for c in contenders:
 
                     def make(i: int, c: Contender = c, stream: bool = stream) -> load.Request:
-                        return _chat(
+                        return chat(
                             c.url, model, stream=stream, max_tokens=16, key=c.key, label=c.name
                         )
 
                     samples = await load.open_loop(
                         make, rate=rate, duration=size.rate_seconds, timeout=30, progress=tick
                     )
-                    ok = _ok(samples)
+                    ok = answered(samples)
                     row["latency_ms"][c.name] = summary([s.latency for s in ok])
                     if stream:
                         row["ttft_ms"][c.name] = summary([s.ttft for s in ok if s.ttft])
-                    row["not_ok"][c.name] = _not_ok(samples)
+                    row["not_ok"][c.name] = failures(samples)
                     row.setdefault("outcomes", {})[c.name] = dict(
                         Counter(x.outcome for x in samples if x.outcome != "ok")
                     )
@@ -163,86 +92,23 @@ async def _fixed_rates(contenders: list[Contender], model: str, size: Size, raw:
     return rows
 
 
-def _statuses(c: Contender) -> Counter[str]:
-    """The gateway's own count of answers by status (``llama_gateway_requests_total``): wrk
-    only says how many were not 2xx, this says what they were."""
-    counts: Counter[str] = Counter()
-    if c.pid is None:
-        return counts
-    try:
-        text = httpx.get(f"{c.url}/metrics", timeout=5).text
-    except httpx.HTTPError:
-        return counts
-    for line in text.splitlines():
-        if line.startswith("llama_gateway_requests_total{") and 'status="' in line:
-            status = line.split('status="', 1)[1].split('"', 1)[0]
-            counts[status] += int(float(line.rsplit(" ", 1)[1]))
-    return counts
-
-
-def _max_rps(contenders: list[Contender], model: str, size: Size) -> dict:
-    out: dict = {}
-    with bar("overhead: max req/s (wrk)", len(contenders), unit="run") as tick:
-        for c in contenders:
-            request = _chat(c.url, model, stream=False, max_tokens=16, key=c.key, label=c.name)
-            cpu0 = _cpu_seconds(c.pid) if c.pid else None
-            before = _statuses(c)
-            started = time.perf_counter()
-            result = load.wrk(
-                request.url,
-                request.body,
-                request.headers,
-                connections=size.wrk_connections,
-                duration=size.wrk_seconds,
-            )
-            if cpu0 is not None:
-                used = _cpu_seconds(c.pid) - cpu0
-                result["gateway_cpu_share"] = round(used / (time.perf_counter() - started), 3)
-                result["statuses"] = dict(_statuses(c) - before)
-            out[c.name] = result
-            tick(1)
-    return out
-
-
-def _profiles(contenders: list[Contender], model: str, size: Size) -> dict:
-    """Each gateway under the same wrk load again, sampled by py-spy (not the measured run:
-    sampling costs the gateway a little)."""
-    if profile.py_spy() is None or not load.have_wrk():
-        return {}
-    out: dict = {}
-    gateways = [c for c in contenders if c.name.startswith("gateway")]
-    with bar("overhead: profiles (py-spy)", len(gateways), unit="run") as tick:
-        for c in gateways:
-            request = _chat(c.url, model, stream=False, max_tokens=16, key=c.key, label=c.name)
-            with ThreadPoolExecutor(1) as pool:
-                job = pool.submit(
-                    load.wrk, request.url, request.body, request.headers,
-                    connections=size.wrk_connections, duration=size.profile_seconds + 2,
-                )  # fmt: skip
-                time.sleep(1)
-                out[c.name] = profile.record(c.pid, size.profile_seconds)
-                job.result()
-            tick(1)
-    return out
-
-
 async def _max_rps_aiohttp(contenders: list[Contender], model: str, size: Size) -> dict:
     """Without wrk: the aiohttp closed loop (a lower ceiling; reported as such)."""
     out: dict = {}
     for c in contenders:
 
         def make(i: int, c: Contender = c) -> load.Request:
-            return _chat(c.url, model, stream=False, max_tokens=16, key=c.key, label=c.name)
+            return chat(c.url, model, stream=False, max_tokens=16, key=c.key, label=c.name)
 
         samples, seconds = await load.closed_loop(
             make, concurrency=size.wrk_connections, duration=size.wrk_seconds
         )
-        ok = _ok(samples)
+        ok = answered(samples)
         lat = summary([s.latency for s in ok])
         out[c.name] = {
             "requests_per_s": round(len(ok) / seconds, 1),
             "requests": len(samples),
-            "non_2xx": _not_ok(samples),
+            "non_2xx": failures(samples),
             "p50_ms": lat["p50"],
             "p99_ms": lat["p99"],
         }
@@ -255,11 +121,11 @@ async def _relay(contenders: list[Contender], model: str, size: Size) -> dict:
         for c in contenders:
 
             def make(i: int, c: Contender = c) -> load.Request:
-                return _chat(
+                return chat(
                     c.url, model, stream=True, max_tokens=size.relay_tokens, key=c.key, label=c.name
                 )
 
-            cpu0 = _cpu_seconds(c.pid) if c.pid else None
+            cpu0 = cpu_seconds(c.pid) if c.pid else None
             samples, seconds = await load.closed_loop(
                 make, concurrency=size.relay_streams, duration=size.relay_seconds, timeout=60
             )
@@ -267,10 +133,10 @@ async def _relay(contenders: list[Contender], model: str, size: Size) -> dict:
             out[c.name] = {
                 "chunks_per_s": round(chunks / seconds, 1),
                 "streams": len(samples),
-                "not_ok": _not_ok(samples),
+                "not_ok": failures(samples),
             }
             if cpu0 is not None:
-                out[c.name]["gateway_cpu_share"] = round((_cpu_seconds(c.pid) - cpu0) / seconds, 3)
+                out[c.name]["gateway_cpu_share"] = round((cpu_seconds(c.pid) - cpu0) / seconds, 3)
             tick(1)
     return out
 
@@ -286,7 +152,7 @@ async def _real(size: Size) -> dict:
         key = gateway.create_key("overhead-real", **HIGH_LIMITS)
         contenders = [Contender("direct", server.url, None), Contender("gateway", gateway.url, key)]
         result: dict = {}
-        await _warm_up(contenders, server.alias, count=3)
+        await warm_up(contenders, server.alias, count=3)
         async with load.session() as client:
             with bar("overhead: real llama-server", size.real_requests * 4) as tick:
                 for stream in (False, True):
@@ -294,7 +160,7 @@ async def _real(size: Size) -> dict:
                     for i in range(size.real_requests):
                         order = contenders if i % 2 == 0 else contenders[::-1]
                         for c in order:
-                            r = _chat(
+                            r = chat(
                                 c.url,
                                 server.alias,
                                 stream=stream,
@@ -304,15 +170,15 @@ async def _real(size: Size) -> dict:
                             )
                             samples[c.name].append(await load.send(client, r, 120))
                             tick(1)
-                    lat = {n: summary([s.latency for s in _ok(v)]) for n, v in samples.items()}
+                    lat = {n: summary([s.latency for s in answered(v)]) for n, v in samples.items()}
                     entry = {
                         "latency_ms": lat,
                         "added_ms": added(lat["gateway"], lat["direct"]),
-                        "not_ok": {n: _not_ok(v) for n, v in samples.items()},
+                        "not_ok": {n: failures(v) for n, v in samples.items()},
                     }
                     if stream:
                         ttft = {
-                            n: summary([s.ttft for s in _ok(v) if s.ttft])
+                            n: summary([s.ttft for s in answered(v) if s.ttft])
                             for n, v in samples.items()
                         }
                         entry["ttft_ms"] = ttft
@@ -358,18 +224,24 @@ async def run(out: Path, *, smoke: bool) -> ScenarioResult:
             rates = await _fixed_rates(contenders, emulator.alias, size, raw)
             if load.have_wrk():
                 generator = "wrk (1 thread, closed loop)"
-                max_rps = _max_rps(contenders, emulator.alias, size)
+                max_rps = overhead_wrk.max_rps(contenders, emulator.alias, size)
             else:
                 generator = "aiohttp closed loop (wrk not installed)"
                 max_rps = await _max_rps_aiohttp(contenders, emulator.alias, size)
+            single = (
+                overhead_wrk.one_connection(contenders, emulator.alias, size)
+                if load.have_wrk()
+                else {}
+            )
             relay = await _relay(contenders, emulator.alias, size)
-            profiles = _profiles(contenders, emulator.alias, size)
+            profiles = overhead_wrk.profiles(contenders, emulator.alias, size)
     real = await _real(size)
 
     results = {
         "fixed_rate": rates,
         "max_rps": max_rps,
         "max_rps_generator": generator,
+        "one_connection": single,
         "stream_relay": relay,
         "real_llama_server": real,
         "profiles": profiles,

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from loadtest.report import Target, fmt
 
 if TYPE_CHECKING:
-    from loadtest.scenarios.overhead import Size
+    from loadtest.scenarios.overhead_setup import Size
 
 
 def notes(results: dict) -> list[str]:
@@ -58,43 +58,94 @@ def _row(rates: list, rate: int, stream: bool) -> dict:
     return next(r for r in rates if r["rate"] == rate and r["stream"] == stream)
 
 
+#: Issue #18's goals: the redis:// store's, and the embedded one's as a ratio to it.
+RPS_GOAL = 2000
+SINGLE_P50_GOAL_MS = 0.8
+P99_GOAL_MS = 5
+EMBEDDED_RATIO_GOAL = 1.5
+CHUNKS_GOAL = 80_000
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b <= 0 else round(a / b, 2)
+
+
 def targets(results: dict, size: Size) -> list[Target]:
     top = max(size.rates)
     row = _row(results["fixed_rate"], top, False)
-    stores = (("memory://", "gateway-memory"), ("redis://", "gateway-redis"))
-    relay = results["stream_relay"]["gateway-memory"]["chunks_per_s"]
+    rps = {n: results["max_rps"][n]["requests_per_s"] for n in ("gateway-memory", "gateway-redis")}
+    single = results.get("one_connection") or {}
+    added_single = {
+        n: single.get(n, {}).get("added_p50_ms") for n in ("gateway-memory", "gateway-redis")
+    }
+    relay = {n: results["stream_relay"][n]["chunks_per_s"] for n in rps}
 
     def meets(value, ok):
         return None if value is None else ok(value)
 
-    found = [
-        Target(
-            f"added {q} at {top} req/s, non-streamed ({store})",
-            f"≤ {limit} ms",
-            row["added_ms"][name][q],
-            meets(row["added_ms"][name][q], lambda v, limit=limit: v <= limit),
-        )
-        for store, name in stores
-        for q, limit in (("p50", 1), ("p99", 5))
-    ]
-    found += [
-        Target(
-            f"sustained req/s on one core, auth+limits+leases ({store})",
-            "≥ 2,000",
-            results["max_rps"][name]["requests_per_s"],
-            meets(results["max_rps"][name]["requests_per_s"], lambda v: v >= 2000),
-        )
-        for store, name in stores
-    ]
+    p99 = row["added_ms"]["gateway-redis"]["p99"]
+    rps_ratio = _ratio(rps["gateway-redis"], rps["gateway-memory"])
+    single_ratio = _ratio(added_single["gateway-memory"], added_single["gateway-redis"])
     return [
-        *found,
         Target(
-            "streamed chunks/s relayed by one core",
-            "≥ 20,000",
-            relay,
-            meets(relay, lambda v: v >= 20000),
+            "sustained req/s on one core, auth+limits+leases+affinity (redis://)",
+            f"≥ {RPS_GOAL:,}",
+            rps["gateway-redis"],
+            meets(rps["gateway-redis"], lambda v: v >= RPS_GOAL),
+        ),
+        Target(
+            "added p50 at one connection, non-streamed (redis://)",
+            f"≤ {SINGLE_P50_GOAL_MS} ms",
+            added_single["gateway-redis"],
+            meets(added_single["gateway-redis"], lambda v: v <= SINGLE_P50_GOAL_MS),
+        ),
+        Target(
+            f"added p99 at {top} req/s, non-streamed (redis://)",
+            f"≤ {P99_GOAL_MS} ms",
+            p99,
+            meets(p99, lambda v: v <= P99_GOAL_MS),
+        ),
+        Target(
+            "req/s of redis:// over memory:// (one core each)",
+            f"≤ {EMBEDDED_RATIO_GOAL} times",
+            rps_ratio,
+            meets(rps_ratio, lambda v: v <= EMBEDDED_RATIO_GOAL),
+        ),
+        Target(
+            "added p50 at one connection, memory:// over redis://",
+            f"≤ {EMBEDDED_RATIO_GOAL} times",
+            single_ratio,
+            meets(single_ratio, lambda v: v <= EMBEDDED_RATIO_GOAL),
+        ),
+        *(
+            Target(
+                f"streamed chunks/s relayed by one core ({store})",
+                f"≥ {CHUNKS_GOAL:,}",
+                relay[name],
+                meets(relay[name], lambda v: v >= CHUNKS_GOAL),
+            )
+            for store, name in (("redis://", "gateway-redis"), ("memory://", "gateway-memory"))
         ),
     ]
+
+
+def _single_lines(results: dict) -> list[str]:
+    single = results.get("one_connection") or {}
+    if not single:
+        return []
+    lines = [
+        "",
+        "### One connection (wrk -c1, non-streamed, medians of the rounds)",
+        "",
+        "| contender | p50 | p99 | added p50 | req/s |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in single.items():
+        lines.append(
+            f"| {name} | {fmt(row.get('p50_ms'))} | {fmt(row.get('p99_ms'))} | "
+            f"{fmt(row.get('added_p50_ms'))} | {fmt(row.get('requests_per_s'))} |"
+        )
+    return lines
 
 
 def markdown(results: dict, size: Size, emulator_slots: int) -> str:
@@ -162,6 +213,7 @@ def markdown(results: dict, size: Size, emulator_slots: int) -> str:
             f"{_failed(failed, not_200)} | "
             f"{fmt(r.get('gateway_cpu_share'))} |"
         )
+    lines += _single_lines(results)
     lines += [
         "",
         f"### Streamed chunks/s relayed ({size.relay_streams} streams of "
