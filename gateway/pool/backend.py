@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -39,9 +40,10 @@ class Backend:
     #: Being drained: takes no new requests, finishes those in flight, then leaves the pool.
     draining: bool = False
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
-        """``host:port`` — the backend's label in metrics and logs."""
+        """``host:port`` — the backend's label in metrics and logs (a request reads it
+        about ten times; a backend's URL never changes)."""
         return urlsplit(self.url).netloc or self.url
 
     @property
