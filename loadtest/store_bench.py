@@ -1,7 +1,7 @@
 """The store's share of a request, in process: what one request's script calls cost the
-gateway's core on ``memory://`` against ``redis://``, and against fakeredis as it was before
-``gateway/store/memory.py`` (``stock``: each script compiled, and a full Lua collection run,
-on every call).
+gateway's core on ``memory://`` (the embedded store, ``gateway/store/embedded/``) against
+``redis://`` — and, where fakeredis is installed (it is no dependency any more), against
+stock fakeredis as ``memory://`` was before either (``--stores fakeredis,memory,redis``).
 
 One *request* here is the store traffic of one request through the gateway, made with the
 gateway's own store classes: the limits admit script, the lease's acquire script, then the
@@ -15,7 +15,8 @@ them alike; the figures are the medians over the rounds.
   CPU per request is ``server µs``, from ``INFO cpu``.
 - ``wall µs``: elapsed time per request (at concurrency 1, one request's store latency).
 
-``python -m loadtest.store_bench [--rounds 5] [--requests 2000] [--concurrency 1]``
+``python -m loadtest.store_bench [--rounds 5] [--requests 2000] [--concurrency 1]
+[--stores memory,redis]``
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as redis
-from fakeredis import FakeServer, aioredis
 
 from gateway.store.admission import AdmissionStore
 from gateway.store.apikeys import ApiKey
@@ -93,7 +93,9 @@ class Store:
 
 
 def stock_fakeredis() -> redis.Redis:
-    """``memory://`` as ``connect`` made it before ``gateway/store/memory.py``."""
+    """``memory://`` as ``connect`` made it before the embedded store: stock fakeredis."""
+    from fakeredis import FakeServer, aioredis  # installed by hand: no dependency
+
     return aioredis.FakeRedis(
         server=FakeServer(),
         decode_responses=False,
@@ -138,7 +140,7 @@ async def bench(rounds: int, requests: int, concurrency: int, names: list[str]) 
     server = RedisServer().start() if "redis" in names else None
     try:
         made: dict[str, Callable[[], Store]] = {
-            "stock": lambda: Store("stock", stock_fakeredis(), no_server_cpu),
+            "fakeredis": lambda: Store("fakeredis", stock_fakeredis(), no_server_cpu),
             "memory": lambda: Store("memory", connect("memory://"), no_server_cpu),
         }
         if server is not None:
@@ -179,7 +181,7 @@ def report(results: dict[str, list[dict[str, float]]], concurrency: int) -> None
             f"| {m['req_s']:.0f} |"
         )
     if "redis" in median:
-        for name in ("stock", "memory"):
+        for name in ("fakeredis", "memory"):
             if name in median:
                 ratio = median[name]["cpu_us"] / median["redis"]["cpu_us"]
                 print(f"{name}/redis cpu per request on the gateway's core: {ratio:.2f}x")
@@ -190,7 +192,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=1)
-    parser.add_argument("--stores", default="stock,memory,redis")
+    parser.add_argument("--stores", default="memory,redis")
     args = parser.parse_args()
     if GATEWAY_CORES is not None:
         os.sched_setaffinity(0, {int(GATEWAY_CORES)})  # the gateway's core, as in make bench

@@ -359,3 +359,33 @@ async def test_the_gateways_scripts_answer_as_real_redis(
         seen[name].append((sorted(await client.keys("lg:{m}:aff:*")), found))
     assert seen["memory"] == seen["redis"]
     assert {"granted", "queued", "full"} <= {s[0] for s in seen["memory"] if len(s) == 4}
+
+
+async def test_a_large_sorted_set_answers_as_real_redis(
+    both: tuple[redis.Redis, redis.Redis],
+) -> None:
+    """Past 512 entries the embedded store keeps a sorted set in another structure (a
+    ``SortedList``, as Redis moves from a listpack to a skiplist): the same answers."""
+    script = """
+    for i = 1, 3000 do redis.call('ZADD', KEYS[1], (i * 7919) % 1000, 'm' .. i) end
+    for i = 1, 3000, 3 do redis.call('ZADD', KEYS[1], 'XX', i / 4, 'm' .. i) end
+    for i = 2, 3000, 5 do redis.call('ZREM', KEYS[1], 'm' .. i) end
+    local out = {redis.call('ZCARD', KEYS[1]), redis.call('ZRANK', KEYS[1], 'm10'),
+                 redis.call('ZCOUNT', KEYS[1], '(100', 500)}
+    out[#out + 1] = redis.call('ZRANGE', KEYS[1], 100, 140, 'WITHSCORES')
+    out[#out + 1] = redis.call('ZRANGE', KEYS[1], '(250', 260, 'BYSCORE', 'LIMIT', 3, 20)
+    out[#out + 1] = redis.call('ZRANGE', KEYS[1], 900, '(880', 'BYSCORE', 'REV')
+    out[#out + 1] = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', 200)
+    out[#out + 1] = redis.call('ZREMRANGEBYRANK', KEYS[1], -100, -1)
+    out[#out + 1] = redis.call('ZRANGE', KEYS[1], 0, 30)
+    out[#out + 1] = redis.call('ZREVRANGE', KEYS[1], 0, 5, 'WITHSCORES')
+    out[#out + 1] = redis.call('ZCARD', KEYS[1])
+    return out
+    """
+    replies = [await client.eval(script, 1, "big") for client in both]
+    assert replies[0] == replies[1]
+    assert replies[1][0] > 2000  # it did grow past the small structure
+    real, memory = both
+    assert await memory.zrange("big", 0, -1, withscores=True) == (
+        await real.zrange("big", 0, -1, withscores=True)
+    )

@@ -102,7 +102,7 @@ class EmbeddedRedis(_Calls, AsyncCoreCommands):  # type: ignore[misc]
     def __init__(self, server: Server | None = None) -> None:
         self.server = server if server is not None else Server()
         encoder = Encoder(encoding="utf-8", encoding_errors="strict", decode_responses=False)
-        self._encode = lambda value: bytes(encoder.encode(value))
+        self._encode = _encoding(encoder)
         self.connection_pool = _Pool(encoder)
 
     def get_encoder(self) -> Encoder:
@@ -239,6 +239,22 @@ class EmbeddedPipeline(_Calls, AsyncCoreCommands):  # type: ignore[misc]
                     )
                     raise reply
         return replies
+
+
+def _encoding(encoder: Encoder) -> Any:
+    """redis-py's ``Encoder.encode`` (UTF-8 text, ``repr`` of numbers), its common cases
+    without the call chain."""
+    general = encoder.encode
+
+    def encode(value: Any) -> bytes:
+        kind = type(value)
+        if kind is str:
+            return value.encode()
+        if kind is int:
+            return b"%d" % value
+        return bytes(general(value))
+
+    return encode
 
 
 def _error(message: str) -> Exception:

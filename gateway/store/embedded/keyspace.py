@@ -106,6 +106,20 @@ def _type(ks: Keyspace, args: tuple[bytes, ...]) -> Status:
     return Status(b"none" if value is None else type_name(value))
 
 
+def _pexpire(ks: Keyspace, args: tuple[bytes, ...]) -> int:
+    if len(args) > 2:
+        return _expire_generic(ks, args, 1, False)
+    key = args[0]  # the scripts' case: no flags
+    deadline = parse_int(args[1]) + ks.now
+    if ks.lookup(key) is None:
+        return 0
+    if deadline <= ks.now:
+        ks.delete(key)
+    else:
+        ks.expires[key] = deadline
+    return 1
+
+
 def _expire_generic(ks: Keyspace, args: tuple[bytes, ...], scale: int, absolute: bool) -> int:
     key, amount, *flags = args
     deadline = parse_int(amount) * scale + (0 if absolute else ks.now)
@@ -229,7 +243,7 @@ COMMANDS: dict[bytes, tuple[Handler, int]] = {
     b"UNLINK": (_del, -2),
     b"EXISTS": (_exists, -2),
     b"TYPE": (_type, 2),
-    b"PEXPIRE": (lambda ks, a: _expire_generic(ks, a, 1, False), -3),
+    b"PEXPIRE": (_pexpire, -3),
     b"EXPIRE": (lambda ks, a: _expire_generic(ks, a, 1000, False), -3),
     b"PEXPIREAT": (lambda ks, a: _expire_generic(ks, a, 1, True), -3),
     b"EXPIREAT": (lambda ks, a: _expire_generic(ks, a, 1000, True), -3),

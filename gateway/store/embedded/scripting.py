@@ -42,6 +42,8 @@ CACHED_SCRIPTS = 1000
 #: Arguments or reply items past which lupa's stack is not used (Lua's C stack holds ~8000).
 STACK_ITEMS = 4000
 _INT64 = 2**63
+#: Integers below this are written by ``%.17g`` with all their digits.
+_EXACT = 10**17
 _BAD_ARGUMENT = b"ERR Lua redis lib command arguments must be strings or integers"
 _UNKNOWN = b"ERR Unknown Redis command called from script"
 _NOT_ALLOWED = b"ERR This Redis command is not allowed from script"
@@ -231,7 +233,8 @@ class Scripts:
         self._compile, self._run, self._run_table = self.lua.execute(
             _BOOTSTRAP, self.call, _sha1hex
         )
-        self._cached: dict[str, Any] = {}
+        #: Lowercase hex digest (bytes) → the compiled function.
+        self._cached: dict[bytes, Any] = {}
         #: Scripts compiled so far (the tests read it: one compilation per text).
         self.compilations = 0
 
@@ -240,19 +243,20 @@ class Scripts:
     def load(self, text: bytes) -> str:
         """Compile ``text`` (once) and cache it; its SHA1."""
         sha = hashlib.sha1(text).hexdigest()
-        if sha not in self._cached:
+        digest = sha.encode()
+        if digest not in self._cached:
             compiled = self._compile(text)
             if type(compiled) is tuple:
                 message = compiled[1].decode(errors="replace")
                 raise CommandError(f"ERR Error compiling script (new function): {message}")
             if len(self._cached) >= CACHED_SCRIPTS:
                 del self._cached[next(iter(self._cached))]
-            self._cached[sha] = compiled
+            self._cached[digest] = compiled
             self.compilations += 1
         return sha
 
     def exists(self, sha: bytes) -> bool:
-        return sha.decode(errors="replace").lower() in self._cached
+        return sha.lower() in self._cached
 
     def flush(self) -> None:
         self._cached.clear()
@@ -260,28 +264,30 @@ class Scripts:
     # -- running ------------------------------------------------------------------------
 
     def evalsha(self, sha: bytes, numkeys: bytes, args: tuple[bytes, ...]) -> Any:
-        digest = sha.decode(errors="replace").lower()
-        function = self._cached.get(digest)
+        function = self._cached.get(sha)
         if function is None:
-            raise CommandError("NOSCRIPT No matching script. Please use EVAL.")
-        return self._call(function, digest, numkeys, args)
+            sha = sha.lower()
+            function = self._cached.get(sha)
+            if function is None:
+                raise CommandError("NOSCRIPT No matching script. Please use EVAL.")
+        return self._call(function, sha, numkeys, args)
 
     def eval(self, text: bytes, numkeys: bytes, args: tuple[bytes, ...]) -> Any:
-        digest = self.load(text)
+        digest = self.load(text).encode()
         return self._call(self._cached[digest], digest, numkeys, args)
 
-    def _call(self, function: Any, sha: str, numkeys: bytes, args: tuple[bytes, ...]) -> Any:
-        count = parse_int(numkeys)
+    def _call(self, function: Any, sha: bytes, numkeys: bytes, args: tuple[bytes, ...]) -> Any:
+        count = int(numkeys) if numkeys.isdigit() and len(numkeys) < 10 else parse_int(numkeys)
         if count > len(args):
             raise CommandError("ERR Number of keys can't be greater than number of args")
         if count < 0:
             raise CommandError("ERR Number of keys can't be negative")
         if len(args) > STACK_ITEMS:
-            table = self.lua.table_from(list(args))
-            result = self._run_table(function, sha.encode(), count, table)
+            result = self._run_table(function, sha, count, self.lua.table_from(list(args)))
         else:
-            result = self._run(function, sha.encode(), count, *args)
-        if type(result) is tuple:
+            result = self._run(function, sha, count, *args)
+        kind = type(result)
+        if kind is tuple:
             if result[0] is None:  # a long reply, left in its Lua table
                 table, n = result[1], result[2]
                 result = tuple(table[i] for i in range(1, n + 1))
@@ -289,7 +295,7 @@ class Scripts:
             if isinstance(reply, CommandError):
                 raise reply
             return reply
-        if type(result) is bytes:
+        if kind is bytes:
             return result
         if result is False or result is None:
             return None
@@ -315,10 +321,10 @@ class Scripts:
             return False, _ARITY
         for arg in args:
             if type(arg) is not bytes:
-                try:
-                    args = tuple(_command_arg(a) for a in args)
-                except TypeError:
+                converted = _command_args(args)
+                if converted is None:
                     return False, _BAD_ARGUMENT
+                args = converted
                 break
         try:
             reply = handler(self.keyspace, args)
@@ -330,8 +336,14 @@ class Scripts:
         if reply is None:
             return False
         if kind is list:
-            if len(reply) < STACK_ITEMS and all(type(x) is bytes for x in reply):
-                return (True, *reply)
+            if len(reply) < STACK_ITEMS:
+                for item in reply:
+                    if type(item) is not bytes:
+                        break
+                else:
+                    return (True, *reply)
+                if list not in map(type, reply):  # nils (as false) and integers
+                    return (True, *[False if x is None else x for x in reply])
             return self._table(reply)
         if kind is Status:
             return None, bytes(reply)
@@ -343,13 +355,21 @@ class Scripts:
         return self.lua.table_from(items)
 
 
-def _command_arg(value: Any) -> bytes:
-    kind = type(value)
-    if kind is bytes:
-        return value
-    if kind is int or kind is float:
-        return _lua_number(value)
-    raise TypeError(kind)
+def _command_args(args: tuple[Any, ...]) -> tuple[bytes, ...] | None:
+    """A command's arguments from Lua as Redis takes them — strings as they are, numbers in
+    ``%.17g`` — or ``None`` when one is neither."""
+    converted = []
+    for arg in args:
+        kind = type(arg)
+        if kind is bytes:
+            converted.append(arg)
+        elif kind is int and -_EXACT < arg < _EXACT:
+            converted.append(b"%d" % arg)  # what %.17g writes for such an integer
+        elif kind is int or kind is float:
+            converted.append(b"%.17g" % arg)
+        else:
+            return None
+    return tuple(converted)
 
 
 def _sha1hex(text: Any) -> bytes:

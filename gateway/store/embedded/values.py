@@ -46,6 +46,8 @@ OK = Status(b"OK")
 
 
 def parse_int(value: bytes, error: str = NOT_INTEGER) -> int:
+    if value.isdigit() and len(value) < 19 and (value[0] != 48 or len(value) == 1):
+        return int(value)  # the common case, without the regular expression
     if _INTEGER.fullmatch(value) is None:
         raise CommandError(error)
     number = int(value)

@@ -4,13 +4,12 @@
 ``ZREVRANGEBYSCORE``, ``ZREVRANGE``, ``ZREMRANGEBYSCORE``, ``ZREMRANGEBYRANK``,
 ``ZPOPMIN``/``ZPOPMAX``. ``BYLEX`` is refused with an error.
 
-A sorted set is a member → score ``dict`` beside a ``SortedList`` of ``(score, member)``:
-Redis's order (score, then the member's bytes), O(log n) inserts and rank lookups, and
-slices deleted in one step — the affinity index holds up to 200,000 entries and is trimmed
-from its old end on every record."""
+A sorted set is a member → score ``dict`` beside its ``(score, member)`` entries in Redis's
+order (score, then the member's bytes): see :class:`ZSet`."""
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Any
 
@@ -27,55 +26,89 @@ from gateway.store.embedded.values import (
 
 __all__ = ["COMMANDS", "ZSet"]
 
+#: Entries past which a sorted set's order moves from a plain list to a ``SortedList``.
+SMALL = 512
 _BOUND = "ERR min or max is not a float"
 _ZADD_FLAGS = frozenset({b"NX", b"XX", b"GT", b"LT", b"CH", b"INCR"})
 
 
 class ZSet:
+    """Members → scores, and ``(score, member)`` in order: a plain sorted ``list`` while the
+    set is small (bisect on a short list beats any tree; the gateway's lease sets and
+    queues hold a few dozen), a ``SortedList`` once it passes :data:`SMALL` (the affinity
+    index, refreshed in its middle and trimmed at its old end) — as Redis keeps a small
+    sorted set in a listpack and a large one in a skiplist."""
+
     __slots__ = ("order", "scores")
 
     def __init__(self) -> None:
         self.scores: dict[bytes, float] = {}
-        self.order: Any = SortedList()
+        self.order: Any = []
 
     def __len__(self) -> int:
         return len(self.scores)
 
     def put(self, member: bytes, score: float) -> None:
         old = self.scores.get(member)
+        order = self.order
         if old is not None:
-            self.order.remove((old, member))
+            if old == score:
+                return
+            if type(order) is list:
+                del order[bisect.bisect_left(order, (old, member))]
+            else:
+                order.remove((old, member))
         self.scores[member] = score
-        self.order.add((score, member))
+        if type(order) is list:
+            bisect.insort(order, (score, member))
+            if len(order) > SMALL:
+                self.order = SortedList(order)
+        else:
+            order.add((score, member))
 
     def remove(self, member: bytes) -> bool:
         score = self.scores.pop(member, None)
         if score is None:
             return False
-        self.order.remove((score, member))
+        if type(self.order) is list:
+            del self.order[bisect.bisect_left(self.order, (score, member))]
+        else:
+            self.order.remove((score, member))
         return True
+
+    def rank(self, member: bytes, score: float) -> int:
+        if type(self.order) is list:
+            return bisect.bisect_left(self.order, (score, member))
+        return int(self.order.index((score, member)))
+
+    def entries(self, start: int, stop: int, reverse: bool = False) -> Any:
+        """The ``(score, member)`` entries at indices ``[start, stop)``, reversed if asked."""
+        if type(self.order) is list:
+            return self.order[start:stop][::-1] if reverse else self.order[start:stop]
+        return self.order.islice(start, stop, reverse=reverse)
 
     def score_span(self, low: tuple[float, bool], high: tuple[float, bool]) -> tuple[int, int]:
         """Indices ``[start, stop)`` of the entries whose score lies between the bounds
         (each ``(score, exclusive)``)."""
-        start = _first_above(self.order, low[0], not low[1])
-        stop = _first_above(self.order, high[0], high[1])
+        start = self._first_above(low[0], not low[1])
+        stop = self._first_above(high[0], high[1])
         return start, max(start, stop)
+
+    def _first_above(self, score: float, inclusive: bool) -> int:
+        """Index of the first entry with a score ``>= score`` (``inclusive``) or ``> score``."""
+        if not inclusive:
+            if score == math.inf:
+                return len(self.order)
+            score = math.nextafter(score, math.inf)
+        if type(self.order) is list:
+            return bisect.bisect_left(self.order, (score, b""))
+        return int(self.order.bisect_left((score, b"")))
 
     def delete_slice(self, start: int, stop: int) -> int:
         for _score, member in self.order[start:stop]:
             del self.scores[member]
         del self.order[start:stop]
         return stop - start
-
-
-def _first_above(order: Any, score: float, inclusive: bool) -> int:
-    """Index of the first entry with a score ``>= score`` (``inclusive``) or ``> score``."""
-    if not inclusive:
-        if score == math.inf:
-            return len(order)
-        score = math.nextafter(score, math.inf)
-    return int(order.bisect_left((score, b"")))
 
 
 def _bound(value: bytes) -> tuple[float, bool]:
@@ -89,6 +122,14 @@ def _zset(ks: Keyspace, key: bytes) -> ZSet | None:
 
 
 def _zadd(ks: Keyspace, args: tuple[bytes, ...]) -> Any:
+    if len(args) == 3 and args[1][:1] not in b"NXGLCIngxlci":  # one score, no flags
+        zset = _zset(ks, args[0])
+        score = parse_float(args[1])
+        if zset is None:
+            zset = ks.data[args[0]] = ZSet()
+        is_new = args[2] not in zset.scores
+        zset.put(args[2], score)
+        return int(is_new)
     key, i, flags = args[0], 1, set()
     while i < len(args) and (flag := args[i].upper()) in (
         b"NX",
@@ -174,7 +215,7 @@ def _zrank(ks: Keyspace, args: tuple[bytes, ...], reverse: bool) -> int | None:
     score = None if zset is None else zset.scores.get(args[1])
     if zset is None or score is None:
         return None
-    rank = int(zset.order.index((score, args[1])))
+    rank = zset.rank(args[1], score)
     return len(zset) - 1 - rank if reverse else rank
 
 
@@ -217,7 +258,7 @@ def _range(
         return []
     if by_score:
         start, stop = zset.score_span(low, high)
-        entries = zset.order.islice(start, stop, reverse=reverse)
+        entries = zset.entries(start, stop, reverse)
         if limit is not None:
             offset, count = limit
             if offset < 0:
@@ -228,7 +269,7 @@ def _range(
         start, stop = _ranks(len(zset), *ranks)
         if reverse:
             start, stop = len(zset) - stop, len(zset) - start
-        entries = zset.order.islice(start, stop, reverse=reverse)
+        entries = zset.entries(start, stop, reverse)
     if with_scores:
         return [item for score, member in entries for item in (member, format_double(score))]
     return [member for _score, member in entries]
@@ -257,6 +298,13 @@ def _range_options(options: tuple[bytes, ...], allowed: set[bytes]) -> dict[str,
 
 
 def _zrange(ks: Keyspace, args: tuple[bytes, ...]) -> list[bytes]:
+    if len(args) == 3:  # by rank, members only: the scripts' usual case
+        first, last = parse_int(args[1]), parse_int(args[2])
+        zset = _zset(ks, args[0])
+        if zset is None:
+            return []
+        start, stop = _ranks(len(zset), first, last)
+        return [member for _score, member in zset.entries(start, stop)]
     found = _range_options(args[3:], {b"BYSCORE", b"BYLEX", b"REV", b"LIMIT", b"WITHSCORES"})
     if found["limit"] is not None and not found["by_score"]:
         raise CommandError(
@@ -310,7 +358,7 @@ def _zpop(ks: Keyspace, args: tuple[bytes, ...], highest: bool) -> list[bytes]:
         return []
     count = min(count, len(zset))
     start, stop = (len(zset) - count, len(zset)) if highest else (0, count)
-    entries = list(zset.order.islice(start, stop, reverse=highest))
+    entries = list(zset.entries(start, stop, highest))
     zset.delete_slice(start, stop)
     if not zset:
         ks.delete(args[0])
