@@ -74,7 +74,7 @@ class _Calls:
 
     def _run(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
         name = args[0]
-        if " " in name:  # "SCRIPT FLUSH": redis-py sends the words as separate arguments
+        if type(name) is str and " " in name:  # "SCRIPT FLUSH": sent as separate words
             args = (*name.split(), *args[1:])
         encode = self._encode
         encoded = [a if type(a) is bytes else encode(a) for a in args]
