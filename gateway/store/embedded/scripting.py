@@ -2,12 +2,15 @@
 ``redis.call`` bound straight to the keyspace's command handlers, their replies converted as
 Redis converts them.
 
-- **The runtime** is lupa's Lua 5.1 module (``lupa.lua51``), as Redis embeds Lua 5.1; what a
-  Redis script cannot reach is taken out (``python``, ``io``, ``os``, ``require``, files).
+- **The runtime** is lupa's Lua 5.1 module (``lupa.lua51``), as Redis embeds Lua 5.1, set up
+  by ``runtime.lua`` beside this module; what a Redis script cannot reach is taken out
+  (``python``, ``io``, ``os``, ``require``, files).
 - **Globals.** A script runs in an environment whose writes raise Redis 7's "Attempt to
   modify a readonly table" (one metatable on a proxy: reads cost one ``__index`` hop, writes
-  of new names fail); a ``rawset`` past it is caught after the script and answered as an
-  error. Unlike Redis, the library tables themselves (``string``, ``redis``…) are not frozen.
+  of new names fail), and reading a global that does not exist raises Redis's "Script
+  attempted to access nonexistent global variable"; a ``rawset`` past the proxy is caught
+  after the script and answered as an error. Unlike Redis, the library tables themselves
+  (``string``, ``redis``…) are not frozen.
 - **One crossing per call.** ``redis.call(...)`` is a Lua function that calls
   :meth:`Scripts.call` in Python and turns what comes back into Redis's Lua value: an
   integer or a string as is, nil as ``false``, an array as a table (Python returns it as a
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from importlib import resources
 from typing import Any
 
 import lupa.lua51 as lua51
@@ -49,163 +53,6 @@ _UNKNOWN = b"ERR Unknown Redis command called from script"
 _NOT_ALLOWED = b"ERR This Redis command is not allowed from script"
 _NOT_IN_SCRIPTS = frozenset({b"EVAL", b"EVALSHA", b"EVAL_RO", b"EVALSHA_RO", b"SCRIPT", b"BLPOP"})
 _ARITY = b"ERR Wrong number of args calling Redis command from script"
-
-_BOOTSTRAP = r"""
-local call_python, sha1hex = ...
-local G = _G
-local loadstring, setfenv, xpcall, type = loadstring, setfenv, xpcall, type
-local select, unpack, error, next = select, unpack, error, next
-local tostring, setmetatable, getinfo = tostring, setmetatable, debug.getinfo
-local sub, find, gsub = string.sub, string.find, string.gsub
-for _, name in ipairs({'python', 'io', 'os', 'package', 'require', 'module', 'dofile',
-                       'loadfile', 'load', 'print', 'newproxy', 'gcinfo'}) do
-  G[name] = nil
-end
-
-setmetatable(G, {
-  __index = function(_, name)
-    error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
-  end,
-  __metatable = false,
-})
-local env = {}
-env._G = env
-setmetatable(env, {
-  __index = G,
-  __newindex = function(_, name)
-    error('Attempt to modify a readonly table', 2)
-  end,
-  __metatable = false,
-})
-
-local function reply(first, second, ...)
-  if first == true then return {second, ...} end
-  if first == false then
-    if second == nil then return false end
-    return nil, second
-  end
-  if first == nil then return {ok = second} end
-  return first
-end
-
-local redis = {}
-G.redis = redis
-function redis.call(...)
-  local value, err = reply(call_python(...))
-  if err ~= nil then error({err = err}) end
-  return value
-end
-function redis.pcall(...)
-  local value, err = reply(call_python(...))
-  if err ~= nil then return {err = err} end
-  return value
-end
-function redis.error_reply(msg)
-  if type(msg) ~= 'string' then return {err = 'ERR wrong number or type of arguments'} end
-  if sub(msg, 1, 1) == '-' then msg = sub(msg, 2) end
-  if not find(msg, ' ', 1, true) then msg = 'ERR ' .. msg end
-  return {err = (gsub(msg, '[\r\n]+$', ''))}
-end
-function redis.status_reply(msg)
-  if type(msg) ~= 'string' then return {err = 'ERR wrong number or type of arguments'} end
-  return {ok = msg}
-end
-function redis.sha1hex(text) return sha1hex(text) end
-function redis.log() end
-function redis.replicate_commands() return true end
-function redis.set_repl() end
-redis.LOG_DEBUG, redis.LOG_VERBOSE, redis.LOG_NOTICE, redis.LOG_WARNING = 0, 1, 2, 3
-redis.REPL_NONE, redis.REPL_AOF, redis.REPL_SLAVE, redis.REPL_ALL = 0, 1, 2, 3
-redis.REPL_REPLICA = 2
-
-local function on_error(err)
-  if type(err) ~= 'table' or type(err.err) ~= 'string' then
-    err = {err = 'ERR ' .. tostring(err)}
-  end
-  for level = 2, 32 do
-    local info = getinfo(level, 'Sl')
-    if not info then break end
-    if info.source == '@user_script' then err.line = info.currentline break end
-  end
-  return err
-end
-
-local function flatten(v, out, n)
-  local t = type(v)
-  if t == 'string' or t == 'number' then
-    n = n + 1; out[n] = v
-  elseif t == 'table' then
-    local e, s = v.err, v.ok
-    if type(e) == 'string' then
-      out[n + 1], out[n + 2], out[n + 3] = true, -2, e; n = n + 3
-    elseif type(s) == 'string' then
-      out[n + 1], out[n + 2], out[n + 3] = true, -1, s; n = n + 3
-    else
-      local count = 0
-      while v[count + 1] ~= nil do count = count + 1 end
-      out[n + 1], out[n + 2] = true, count; n = n + 2
-      for i = 1, count do n = flatten(v[i], out, n) end
-    end
-  elseif v == true then
-    n = n + 1; out[n] = 1
-  else
-    n = n + 1; out[n] = false
-  end
-  return n
-end
-
-local function leaked()
-  local name = next(env)
-  if name == '_G' then name = next(env, name) end
-  if name == nil then return nil end
-  for k in next, env do if k ~= '_G' then env[k] = nil end end
-  return name
-end
-
-local function execute(fn, sha, keys, argv)
-  G.KEYS, G.ARGV = keys, argv
-  local ok, result = xpcall(fn, on_error)
-  local name = leaked()
-  if name ~= nil then
-    ok, result = false, {err = 'ERR Attempt to modify a readonly table: ' .. tostring(name)}
-  end
-  if not ok then
-    local msg = result.err .. ' script: ' .. sha
-    if result.line then msg = msg .. ', on @user_script:' .. result.line .. '.' end
-    return true, -2, msg
-  end
-  local t = type(result)
-  if t == 'string' or t == 'number' then return result end
-  if t ~= 'table' then return result == true and 1 or false end
-  local out = {}
-  local n = flatten(result, out, 0)
-  if n > STACK_ITEMS then return nil, out, n end
-  return unpack(out, 1, n)
-end
-
-local function run(fn, sha, nkeys, ...)
-  local argv = {select(nkeys + 1, ...)}
-  local keys = {...}
-  for i = #keys, nkeys + 1, -1 do keys[i] = nil end
-  return execute(fn, sha, keys, argv)
-end
-
-local function run_table(fn, sha, nkeys, all)
-  local keys, argv = {}, {}
-  for i = 1, nkeys do keys[i] = all[i] end
-  for i = nkeys + 1, #all do argv[i - nkeys] = all[i] end
-  return execute(fn, sha, keys, argv)
-end
-
-local function compile(text)
-  local fn, err = loadstring(text, '@user_script')
-  if not fn then return nil, err end
-  setfenv(fn, env)
-  return fn
-end
-
-return compile, run, run_table
-""".replace("STACK_ITEMS", str(STACK_ITEMS))
 
 
 def _lua_number(value: Any) -> bytes:
@@ -230,8 +77,9 @@ class Scripts:
         self.lua: Any = lua51.LuaRuntime(
             encoding=None, unpack_returned_tuples=True, register_eval=False, register_builtins=False
         )
+        runtime = resources.files(__package__).joinpath("runtime.lua").read_bytes()
         self._compile, self._run, self._run_table = self.lua.execute(
-            _BOOTSTRAP, self.call, _sha1hex
+            runtime, self.call, _sha1hex, STACK_ITEMS
         )
         #: Lowercase hex digest (bytes) → the compiled function.
         self._cached: dict[bytes, Any] = {}
