@@ -43,7 +43,7 @@ class ModelReading:
 
 #: Label sets whose per-request series are kept looked up (:meth:`Metrics.series`); past it
 #: the lookups start again (a new key name or model only costs a lookup).
-_KEPT_SERIES = 4096
+KEPT_SERIES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +218,7 @@ class Metrics:
         labels = (model, key, backend)
         found = self._series.get(labels)
         if found is None:
-            if len(self._series) >= _KEPT_SERIES:
+            if len(self._series) >= KEPT_SERIES:
                 self._series.clear()
             found = self._series[labels] = RequestSeries(
                 self.prompt_tokens.labels(*labels),

@@ -1,10 +1,11 @@
-"""The pool gauges: set from a reading, and gone for backends that left."""
+"""The pool gauges: set from a reading, and gone for backends that left; the per-request
+series, kept once found."""
 
 from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.telemetry.metrics import BackendReading, Metrics, ModelReading
+from gateway.telemetry.metrics import KEPT_SERIES, BackendReading, Metrics, ModelReading
 
 
 def _samples(metrics: Metrics) -> dict[tuple[str, tuple], float]:
@@ -49,3 +50,26 @@ def test_pool_gauges_follow_the_pool() -> None:
     samples = _samples(metrics)
     assert not any(labels == labels_a for _, labels in samples)
     assert ("llama_gateway_queue_depth", (("model", "m"),)) not in samples
+
+
+def test_request_series_count_on_the_registry_across_a_refill_of_the_kept_ones() -> None:
+    """The per-request series are found once and kept (``Metrics.series``); past the kept
+    number the lookups start again, and the counts land on the same registry series."""
+    metrics = Metrics()
+    first = metrics.series("m", "k", "a:1")
+    assert metrics.series("m", "k", "a:1") is first  # kept
+    first.answered(200)
+    first.answered(200)
+    first.answered(429)
+    first.prompt_tokens.inc(7)
+    for i in range(KEPT_SERIES):  # fills the kept ones: they start again
+        metrics.series("m", f"key-{i}", "a:1")
+    again = metrics.series("m", "k", "a:1")
+    assert again is not first
+    again.answered(200)
+    again.prompt_tokens.inc(3)
+    samples = _samples(metrics)
+    labels = (("backend", "a:1"), ("key", "k"), ("model", "m"))
+    assert samples[("llama_gateway_requests_total", (*labels, ("status", "200")))] == 3
+    assert samples[("llama_gateway_requests_total", (*labels, ("status", "429")))] == 1
+    assert samples[("llama_gateway_prompt_tokens_total", labels)] == 10
