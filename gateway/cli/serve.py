@@ -228,6 +228,7 @@ def serve(settings: Settings, sock: socket.socket) -> int:
             await super().shutdown(sockets)
 
     from gateway.app import create_app
+    from gateway.cli.collector import tune_for_serving
     from gateway.cli.http_limits import HeaderLimits, limited_protocol
     from gateway.cli.startup import QuietLifespan, failure_line, quiet_uvicorn_failure
 
@@ -261,6 +262,7 @@ def serve(settings: Settings, sock: socket.socket) -> int:
     config.lifespan_class = QuietLifespan
     quiet_uvicorn_failure()
     server = _Server(config)
+    tune_for_serving()
     log.info("listening on http://%s:%d", settings.host, settings.port)
     try:
         server.run(sockets=[sock])
