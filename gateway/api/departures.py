@@ -9,6 +9,11 @@ leaves before the answer has started, the handler is cancelled: a waiter leaves 
 running request is aborted upstream (llama-server frees the slot), and the request is logged
 and counted as 499. Once a streamed answer has started, the stream sees the departure itself
 (Litestar's ``Stream`` listens for it) and ends the same way.
+
+The watching starts :data:`WATCH_AFTER` seconds after the body was read (at once if the app
+asks for the client itself): an answer that is out by then needs no watcher task at all,
+and a client that leaves earlier is found out that much later — when nothing has been
+generated for it yet.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 _DISCONNECT: Message = {"type": "http.disconnect"}
+#: Seconds after the body was read before a task starts watching for the client's departure.
+WATCH_AFTER = 0.05
 
 
 class DepartureMiddleware:
@@ -40,7 +47,9 @@ class DepartureMiddleware:
             return
         departed = asyncio.Event()
         answering = False
+        body_read = False
         watcher: asyncio.Task[None] | None = None
+        waking: asyncio.TimerHandle | None = None
         handler = asyncio.current_task()
 
         async def watch() -> None:
@@ -50,16 +59,26 @@ class DepartureMiddleware:
             if not answering and handler is not None:
                 handler.cancel()
 
+        def start_watching() -> None:
+            nonlocal watcher, waking
+            if waking is not None:
+                waking.cancel()
+                waking = None
+            if watcher is None:
+                watcher = asyncio.get_running_loop().create_task(watch(), name="client-departure")
+
         async def app_receive() -> Message:
-            nonlocal watcher
-            if watcher is not None:  # the watcher reads the client from now on
+            nonlocal body_read, waking
+            if body_read:  # the watcher reads the client from now on
+                start_watching()
                 await departed.wait()
                 return _DISCONNECT
             message = await receive()
             if message["type"] == "http.disconnect":
                 departed.set()
             elif not message.get("more_body", False):
-                watcher = asyncio.create_task(watch(), name="client-departure")
+                body_read = True
+                waking = asyncio.get_running_loop().call_later(WATCH_AFTER, start_watching)
             return message
 
         async def app_send(message: Message) -> None:
@@ -81,6 +100,8 @@ class DepartureMiddleware:
                 if telemetry.status is None:
                     telemetry.status = CLIENT_CLOSED
         finally:
+            if waking is not None:
+                waking.cancel()
             if watcher is not None:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
