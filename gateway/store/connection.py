@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 from collections.abc import Iterator, Sequence
 from importlib import resources
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qs, unquote
 
 import redis.asyncio as redis
@@ -202,7 +202,7 @@ def connect(url: str) -> redis.Redis:
 
         # The redis-py client subset the gateway uses, answered in this process: callers
         # see the same replies and exceptions as from redis.asyncio.Redis.
-        return cast(redis.Redis, EmbeddedRedis())
+        return EmbeddedRedis()
     pool = WaitingConnectionPool.from_url(url, **_connection_options())
     return StoreClient(connection_pool=pool)
 

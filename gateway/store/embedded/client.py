@@ -30,6 +30,7 @@ import redis.asyncio as redis
 from redis._parsers import Encoder
 from redis._parsers.base import BaseParser
 from redis.asyncio.client import EMPTY_RESPONSE, NEVER_DECODE
+from redis.client import CaseInsensitiveDict
 from redis.commands.core import AsyncCoreCommands
 from redis.connection import DEFAULT_RESP_VERSION
 from redis.exceptions import ResponseError
@@ -55,10 +56,12 @@ _BLOCKING = frozenset({"BLPOP"})
 
 
 class _Pool:
-    """What redis-py's ``AsyncScript`` asks of a client's pool: its encoder."""
+    """What redis-py's ``AsyncScript`` and ``Redis`` ask of a client's pool: its encoder, its
+    connections' options (none)."""
 
     def __init__(self, encoder: Encoder) -> None:
         self.encoder = encoder
+        self.connection_kwargs: dict[str, Any] = {}
 
     def get_encoder(self) -> Encoder:
         return self.encoder
@@ -96,14 +99,28 @@ class _Calls:
         return _read(name, reply, options)
 
 
-class EmbeddedRedis(_Calls, AsyncCoreCommands):  # type: ignore[misc]
-    """``memory://``'s client: ``EmbeddedRedis()`` is a fresh, empty store."""
+class EmbeddedRedis(_Calls, redis.Redis):  # type: ignore[misc]
+    """``memory://``'s client: ``EmbeddedRedis()`` is a fresh, empty store.
+
+    A ``redis.asyncio.Redis`` by class — so code that checks for one (Litestar validates a
+    handler's ``Redis`` dependency) takes it — though not by state: redis-py's ``__init__``
+    does not run (no pool, no connection), and what needs a connection (``pubsub``,
+    ``monitor``, ``transaction``…) is not offered."""
 
     def __init__(self, server: Server | None = None) -> None:
         self.server = server if server is not None else Server()
         encoder = Encoder(encoding="utf-8", encoding_errors="strict", decode_responses=False)
         self._encode = _encoding(encoder)
-        self.connection_pool = _Pool(encoder)
+        self.connection_pool = _Pool(encoder)  # type: ignore[assignment]
+        self.connection = None
+        self.single_connection_client = False
+        self.response_callbacks = CaseInsensitiveDict(_CALLBACKS)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__module__}.{type(self).__name__}(memory://)>"
+
+    def __await__(self) -> Generator[Any, None, EmbeddedRedis]:
+        return self.initialize().__await__()
 
     def get_encoder(self) -> Encoder:
         return self.connection_pool.get_encoder()
@@ -160,7 +177,9 @@ class EmbeddedRedis(_Calls, AsyncCoreCommands):  # type: ignore[misc]
                 self.server.unblock(keys, waiter)
         return _read(args[0], found, options)
 
-    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> EmbeddedPipeline:
+    def pipeline(  # type: ignore[override]
+        self, transaction: bool = True, shard_hint: Any = None
+    ) -> EmbeddedPipeline:
         """A pipeline; ``transaction`` changes nothing: every command runs to completion
         before the next, in order, with nothing between them."""
         return EmbeddedPipeline(self)
