@@ -22,10 +22,10 @@ _ROOTS = (
     "asyncio_run", "Runner.run", "run_until_complete", "run_forever", "_run_once", "_run",
 )  # fmt: skip
 #: Where a sample's innermost Python frame lives (time in C extensions counts for the Python
-#: function that called them: Lua run by lupa shows as fakeredis's ``eval``).
+#: function that called them: Lua run by lupa shows as the embedded store's script runner).
 AREAS = (
-    ("fakeredis/", "memory:// store (fakeredis, Lua via lupa)"),
-    ("lupa", "memory:// store (fakeredis, Lua via lupa)"),
+    ("gateway/store/embedded/", "memory:// store (embedded, Lua via lupa)"),
+    ("lupa", "memory:// store (embedded, Lua via lupa)"),
     ("redis/", "Redis client (redis-py)"),
     ("uvicorn/", "HTTP server (uvicorn, Litestar)"),
     ("litestar/", "HTTP server (uvicorn, Litestar)"),

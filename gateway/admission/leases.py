@@ -202,8 +202,8 @@ class Admission:
 
     async def run(self) -> None:
         """Take grants from this replica's mailbox; renew running leases; pump now and then.
-        Ends after :meth:`stop`."""
-        self._stopping = asyncio.Event()
+        Ends after :meth:`stop` (at once if it came first: a replica stopped before its task
+        ran); it may be run again after."""
         upkeep = asyncio.create_task(self._upkeep_loop())
         try:
             await self._grant_loop()
@@ -211,6 +211,7 @@ class Admission:
             upkeep.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await upkeep
+            self._stopping.clear()
 
     async def stop(self) -> None:
         """Let :meth:`run` end. The mailbox loop is not cancelled mid-``BLPOP`` (redis-py

@@ -304,3 +304,16 @@ async def test_waiters_the_store_lost_are_queued_again(client: redis.Redis) -> N
         await replica.admission.release(held)
     finally:
         await replica.stop()
+
+
+async def test_a_replica_stopped_before_its_loops_ran_ends_them_at_once(client) -> None:
+    """``stop()`` before ``run()``'s task first ran (an app whose startup failed right after
+    starting it) still ends it; and it runs again after."""
+    replica = Replica(client, [backend(9001, 1)])
+    await replica.admission.stop()
+    await asyncio.wait_for(replica.admission.run(), 5)
+    again = asyncio.create_task(replica.admission.run())
+    await asyncio.sleep(0.2)
+    assert not again.done()  # running: the earlier stop was used up
+    await replica.admission.stop()
+    await asyncio.wait_for(again, 5)

@@ -1,6 +1,6 @@
 """The affinity score (longest match with a free slot wins; spill when loaded; least-loaded on
-a miss), slot pinning, and the affinity store's TTL and size bound — against fakeredis and a
-real ``redis-server``."""
+a miss), slot pinning, and the affinity store's TTL and size bound — against the embedded store
+and a real ``redis-server``."""
 
 from __future__ import annotations
 
