@@ -6,6 +6,7 @@ connection; one whose connection a restart broke is sent again on a fresh one.""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 from redis import exceptions as redis_errors
@@ -85,35 +86,33 @@ async def test_a_round_trip_past_the_socket_timeout_fails_and_the_next_one_works
         await client.aclose()
 
 
-async def test_a_round_trip_on_a_connection_a_restart_broke_is_sent_again(tmp_path) -> None:
+@pytest.fixture
+async def own_redis(tmp_path) -> AsyncIterator[tuple[RedisServer, StoreClient]]:
+    """A redis-server of the test's own (it restarts or stops it), and a client of it."""
     server = RedisServer(tmp_path / "redis")
     server.start()
     client = connect(server.url)
-    try:
-        count = client.register_script("return redis.call('INCR', KEYS[1])")
-        await asyncio.gather(*(send_scripts(client, [(count, ["n"], [])]) for _ in range(20)))
-        server.restart()  # every pooled connection is now broken; the script cache is empty
-        replies = await asyncio.gather(
-            *(send_scripts(client, [(count, ["n"], [])]) for _ in range(20))
-        )
-        assert [r for [r] in replies if isinstance(r, Exception)] == []
-        assert sorted(r for [r] in replies) == list(range(21, 41))  # each ran once (AOF kept 20)
-    finally:
-        await client.aclose()
-        server.stop()
+    yield server, client
+    await client.aclose()
+    server.stop()
 
 
-async def test_a_stopped_redis_is_every_command_s_reply_not_a_hang(tmp_path) -> None:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    client = connect(server.url)
-    try:
-        count = client.register_script("return redis.call('INCR', KEYS[1])")
-        await send_scripts(client, [(count, ["n"], [])])
-        server.stop()
-        replies = await asyncio.wait_for(
-            send_scripts(client, [(count, ["n"], []), (count, ["m"], [])]), 10
-        )
-        assert all(isinstance(r, redis_errors.ConnectionError) for r in replies)
-    finally:
-        await client.aclose()
+async def test_a_round_trip_on_a_connection_a_restart_broke_is_sent_again(own_redis) -> None:
+    server, client = own_redis
+    count = client.register_script("return redis.call('INCR', KEYS[1])")
+    await asyncio.gather(*(send_scripts(client, [(count, ["n"], [])]) for _ in range(20)))
+    server.restart()  # every pooled connection is now broken; the script cache is empty
+    replies = await asyncio.gather(*(send_scripts(client, [(count, ["n"], [])]) for _ in range(20)))
+    assert [r for [r] in replies if isinstance(r, Exception)] == []
+    assert sorted(r for [r] in replies) == list(range(21, 41))  # each ran once (AOF kept 20)
+
+
+async def test_a_stopped_redis_is_every_command_s_reply_not_a_hang(own_redis) -> None:
+    server, client = own_redis
+    count = client.register_script("return redis.call('INCR', KEYS[1])")
+    await send_scripts(client, [(count, ["n"], [])])
+    server.stop()
+    replies = await asyncio.wait_for(
+        send_scripts(client, [(count, ["n"], []), (count, ["m"], [])]), 10
+    )
+    assert all(isinstance(r, redis_errors.ConnectionError) for r in replies)

@@ -117,6 +117,11 @@ def _pexpire(ks: Keyspace, args: tuple[bytes, ...]) -> int:
     deadline = parse_int(args[1]) + ks.now
     if ks.lookup(key) is None:
         return 0
+    return _set_deadline(ks, key, deadline)
+
+
+def _set_deadline(ks: Keyspace, key: bytes, deadline: int) -> int:
+    """``key`` (which exists) expires at ``deadline``: at once if that has passed."""
     if deadline <= ks.now:
         ks.delete(key)
     else:
@@ -146,11 +151,7 @@ def _expire_generic(ks: Keyspace, args: tuple[bytes, ...], scale: int, absolute:
         or (b"LT" in options and current is not None and deadline >= current)
     ):
         return 0
-    if deadline <= ks.now:
-        ks.delete(key)
-    else:
-        ks.expires[key] = deadline
-    return 1
+    return _set_deadline(ks, key, deadline)
 
 
 def _ttl_generic(ks: Keyspace, key: bytes, scale: int) -> int:
