@@ -13,17 +13,24 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import hiredis
 import redis.asyncio as redis
 from redis import exceptions as redis_errors
 
-__all__ = ["RETRY_PAUSE", "StoreClient"]
+__all__ = ["RETRY_PAUSE", "CommandSender", "StoreClient"]
 
 #: Seconds before the one more try of a round trip whose connection broke (what the
 #: connections' own ``Retry`` waits before its first retry).
 RETRY_PAUSE = 0.04
+
+
+class CommandSender(Protocol):
+    """What the request path's round trip needs of a store client: :class:`StoreClient`,
+    or ``memory://``'s ``EmbeddedRedis``."""
+
+    async def send_commands(self, commands: Sequence[Sequence[Any]]) -> list[Any]: ...
 
 
 class StoreClient(redis.Redis):
@@ -49,8 +56,7 @@ class StoreClient(redis.Redis):
         try:
             try:
                 return await _exchange(connection, packed, len(commands))
-            except redis_errors.ConnectionError:
-                await connection.disconnect()
+            except redis_errors.ConnectionError:  # _exchange dropped the connection
                 await asyncio.sleep(RETRY_PAUSE)
                 return await _exchange(connection, packed, len(commands))
         finally:

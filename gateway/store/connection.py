@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 from collections.abc import Iterator, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote
 
 import redis.asyncio as redis
@@ -32,7 +32,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 from gateway.errors import Unavailable
-from gateway.store.client import StoreClient
+from gateway.store.client import CommandSender, StoreClient
 
 #: Connections one replica keeps to Redis. Every request in flight may hold one or two at a
 #: moment (limits beside the affinity lookup), plus one for the grant mailbox.
@@ -250,16 +250,11 @@ async def send_scripts(
     """Run registered scripts — ``(script, keys, args)`` each — in one round trip, by
     digest; each one's reply, or the error that stood for it: its own (a script error), or
     the round trip's (Redis unreachable) for all of them, as :func:`round_trip` does. A
-    script Redis does not know is sent once more by its text, as :func:`execute` does. A
-    client without :meth:`StoreClient.send_commands` is sent a pipeline."""
+    script Redis does not know is sent once more by its text, as :func:`execute` does.
+    ``client`` is one :func:`connect` made: both stores send commands the same way."""
     if not calls:
         return []
-    send = getattr(client, "send_commands", None)
-    if send is None:
-        async with client.pipeline(transaction=False) as pipe:
-            for script, keys, args in calls:
-                queue_script(pipe, script, keys, args)
-            return await round_trip(pipe)
+    send = cast(CommandSender, client).send_commands
     commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in calls]
     try:
         replies = await send(commands)
