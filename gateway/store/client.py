@@ -3,7 +3,8 @@
 A request makes three round trips to Redis (limits beside the affinity lookup, the lease,
 then the settlement beside the release), each a few scripts. Through a redis-py pipeline
 each cost ~150 µs of the gateway's core; :meth:`StoreClient.send_commands` does the same
-exchange on the same pooled connections for a fraction of it (figures in
+exchange on the same pooled connections for a fraction of it, and sends the round trips
+that concurrent requests ask for in the same turn of the event loop as one (figures in
 ``loadtest/results/``). Everything else — plain commands, ``BLPOP``, Sentinel's failover
 handling inside the connection — is redis-py's own.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import hiredis
 import redis.asyncio as redis
@@ -36,9 +37,23 @@ class CommandSender(Protocol):
 class StoreClient(redis.Redis):
     """redis-py's client, with :meth:`send_commands`: the request path's round trip."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Round trips asked for in this turn of the event loop, sent together at its end.
+        self._gathering: list[_Asked] | None = None
+        self._gathered_on: asyncio.AbstractEventLoop | None = None
+        self._sending: set[asyncio.Task[None]] = set()
+
     async def send_commands(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send ``commands`` (each a command's arguments) in one round trip; their replies,
         an error reply as its ``ResponseError``.
+
+        Every round trip asked for in one turn of the event loop — under load, many
+        requests reach the store in the same turn — goes out together, in one write on one
+        connection, and each caller gets its own replies back: one send and one read for
+        them all, where each cost ~70 µs of the core alone (``loadtest/results/``). A caller
+        that is cancelled stops waiting; its commands, already on their way, still run, and
+        the others' replies are read as ever.
 
         What a redis-py pipeline does, without what the request path does not use
         (transactions, watches, response callbacks, observability records, the retry
@@ -47,20 +62,81 @@ class StoreClient(redis.Redis):
         without the checkout's extras (``WaitingConnectionPool.take``) and used directly;
         one timeout, the connection's ``socket_timeout``, bounds the whole round trip. As
         with a pipeline, a broken connection (Redis restarted, failed over) is replaced and
-        the commands are sent once more; a round trip cut short any other way (cancelled,
-        timed out) drops its connection, so no later round trip reads its replies.
+        the commands are sent once more; a round trip cut short any other way (timed out)
+        drops its connection, so no later round trip reads its replies.
         """
         packed = b"".join([hiredis.pack_command(tuple(command)) for command in commands])
+        loop = asyncio.get_running_loop()
+        waiting = loop.create_future()
+        gathering = self._gathering
+        if gathering is None or self._gathered_on is not loop:
+            # (a list from another, closed loop is never sent: start one on this loop)
+            gathering = self._gathering = []
+            self._gathered_on = loop
+            loop.call_soon(self._send_gathered, gathering)
+        gathering.append(_Asked(packed, len(commands), waiting))
+        return await waiting
+
+    def _send_gathered(self, gathered: list[_Asked]) -> None:
+        if self._gathering is gathered:
+            self._gathering = None
+        sending = asyncio.ensure_future(self._round_trip(gathered))
+        self._sending.add(sending)
+        sending.add_done_callback(self._sending.discard)
+
+    async def _round_trip(self, gathered: list[_Asked]) -> None:
+        """One round trip for every caller in ``gathered``; each gets its replies, or the
+        round trip's error."""
+        packed = b"".join([asked.packed for asked in gathered])
+        count = sum(asked.expected for asked in gathered)
+        try:
+            replies = await self._send_once_more(packed, count)
+        except asyncio.CancelledError:  # the loop is closing
+            for asked in gathered:
+                asked.waiting.cancel()
+            raise
+        except Exception as exc:
+            for asked in gathered:
+                if not asked.waiting.done():
+                    asked.waiting.set_exception(_own_copy(exc))
+            return
+        at = 0
+        for asked in gathered:
+            if not asked.waiting.done():  # not cancelled meanwhile
+                asked.waiting.set_result(replies[at : at + asked.expected])
+            at += asked.expected
+
+    async def _send_once_more(self, packed: bytes, count: int) -> list[Any]:
         pool: Any = self.connection_pool
         connection = await pool.take()
         try:
             try:
-                return await _exchange(connection, packed, len(commands))
+                return await _exchange(connection, packed, count)
             except redis_errors.ConnectionError:  # _exchange dropped the connection
                 await asyncio.sleep(RETRY_PAUSE)
-                return await _exchange(connection, packed, len(commands))
+                return await _exchange(connection, packed, count)
         finally:
             pool.give_back(connection)
+
+
+class _Asked(NamedTuple):
+    """One caller's share of a round trip: its packed commands, the replies they make, and
+    the future they are handed to."""
+
+    packed: bytes
+    expected: int
+    waiting: asyncio.Future[list[Any]]
+
+
+def _own_copy(exc: Exception) -> Exception:
+    """``exc`` for one of several callers: a fresh one of its kind where it can be made, so
+    no two callers' tracebacks pile onto one exception."""
+    try:
+        copy = type(exc)(*exc.args)
+    except Exception:
+        return exc
+    copy.__cause__ = exc.__cause__
+    return copy
 
 
 async def _exchange(connection: Any, packed: bytes, count: int) -> list[Any]:

@@ -1,7 +1,9 @@
 """The request path's round trip to a real Redis (``StoreClient.send_commands``, through
-``send_scripts``): replies in order with error replies in place; a round trip cancelled or
-timed out while Redis still works on it leaves no reply behind for the next user of its
-connection; one whose connection a restart broke is sent again on a fresh one."""
+``send_scripts``): replies in order with error replies in place; round trips asked for in
+one turn of the event loop go out as one; a round trip cancelled or timed out while Redis
+still works on it leaves no reply behind for the next user of its connection, and a caller
+cancelled leaves the others sharing its round trip their replies; one whose connection a
+restart broke is sent again on a fresh one."""
 
 from __future__ import annotations
 
@@ -63,6 +65,47 @@ async def test_a_cancelled_round_trip_leaves_no_reply_for_the_next(redis_server)
             await cut
         assert await send_scripts(client, [(quick, ["quick"], [])]) == [b"quick:1"]
         assert int(await client.get("slow")) == 2  # the cut one still ran, once
+    finally:
+        await client.aclose()
+
+
+async def test_round_trips_asked_in_one_turn_go_out_together(redis_server) -> None:
+    """Twenty requests reaching the store in the same turn of the event loop make one round
+    trip on one connection — not twenty on twenty — and each gets its own replies."""
+    client = connect(redis_server.url)
+    watcher = connect(redis_server.url)
+    try:
+        await client.delete("together")
+        count = client.register_script("return redis.call('INCR', KEYS[1])")
+        echo = client.register_script("return ARGV[1]")
+        await send_scripts(client, [(count, ["together"], [])])  # its connection, and the digest
+        before = (await watcher.info("stats"))["total_connections_received"]
+        replies = await asyncio.gather(
+            *(send_scripts(client, [(echo, [], [i]), (count, ["together"], [])]) for i in range(20))
+        )
+        assert [r[0] for r in replies] == [str(i).encode() for i in range(20)]
+        assert sorted(r[1] for r in replies) == list(range(2, 22))
+        after = (await watcher.info("stats"))["total_connections_received"]
+        assert after == before  # no connection was opened for them
+    finally:
+        await client.aclose()
+        await watcher.aclose()
+
+
+async def test_a_caller_cancelled_mid_round_trip_leaves_the_others_theirs(redis_server) -> None:
+    client = _one_connection(redis_server.url)
+    try:
+        await client.delete("shared")
+        slow = client.register_script(SLOW)
+        await send_scripts(client, [(slow, ["shared"], [1])])
+        callers = [asyncio.ensure_future(send_scripts(client, [(slow, ["shared"], [100])]))]
+        callers += [asyncio.ensure_future(send_scripts(client, [(slow, ["shared"], [1])]))]
+        await asyncio.sleep(0.05)  # both sent, in one round trip; Redis runs the first
+        callers[0].cancel()
+        assert await callers[1] == [3]  # the second ran after the first: 1, then 2, then 3
+        with pytest.raises(asyncio.CancelledError):
+            await callers[0]
+        assert int(await client.get("shared")) == 3
     finally:
         await client.aclose()
 
