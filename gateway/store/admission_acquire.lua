@@ -5,7 +5,8 @@
 -- policy's choice first): they become the replica's record, which pumps on any replica
 -- read to grant this waiter only a backend its replica can use.
 -- The waiter joins its key's queue and the queue is pumped at once: with free slots and
--- no one ahead of it (by fair order), it is granted in the same call. Returns
+-- no one ahead of it (by fair order), it is granted in the same call (with no one waiting at
+-- all, without joining the queue: the same outcome in fewer calls). Returns
 -- {status, backend or position, queued, loads…, "|", grants…}; status granted|queued|full.
 -- Running it twice for one waiter (a retry after a broken connection) is harmless: a
 -- waiter that already holds a lease gets it back, one already queued stays in its place.
@@ -35,6 +36,29 @@ end
 local already = redis.call('EXISTS', P .. 'w:' .. waiter) == 1
 
 local queued = tonumber(redis.call('GET', P .. 'q:n')) or 0
+if not already and queued == 0 and queued < bound then
+  -- No one waits: do what joining the queue and pumping it would do for this waiter alone,
+  -- in a third of the calls (the usual case). The pump would grant the first candidate with
+  -- a free slot that the waiter did not exclude (having purged every candidate's expired
+  -- leases to count them) and move the key's finish tag and the virtual time on by
+  -- cost / weight; nothing else in the queue changes, as nothing else is in it.
+  local excluded, free = ',' .. exclude .. ',', nil
+  for _, c in ipairs(cands) do
+    local room = c[2] - live(c[1], now)
+    if not free and room > 0 and not string.find(excluded, ',' .. c[1] .. ',', 1, true) then
+      free = c[1]
+    end
+  end
+  if free then
+    local vt = tonumber(redis.call('GET', P .. 'vt')) or 0
+    local ft = tonumber(redis.call('HGET', P .. 'ft', key_id)) or 0
+    local tag = math.max(vt, ft) + cost / weight
+    redis.call('SET', P .. 'vt', tag)
+    redis.call('HSET', P .. 'ft', key_id, tag)
+    redis.call('ZADD', lease_key(free), now + lease_ttl, waiter)
+    return reply('granted', free, {})
+  end
+end
 local grants = {}
 if not already and queued >= bound then
   -- Full: but slots may have freed without a release (expired leases), so pump first.

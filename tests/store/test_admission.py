@@ -12,7 +12,7 @@ import redis.asyncio as redis
 
 from gateway.errors import QueueFull, QueueTimeout
 from gateway.store import keys
-from tests.store.replicas import MODEL, Replica, backend, until_queued
+from tests.store.replicas import MODEL, Replica, backend, queued, until_queued
 
 
 @pytest.fixture
@@ -152,6 +152,38 @@ async def test_a_cancelled_waiter_leaves_the_queue(client: redis.Redis) -> None:
         await replica.admission.release(held)
         await asyncio.sleep(0.1)
         assert await _leases(client, 9001) == 0  # nothing was granted to the leaver
+    finally:
+        await replica.stop()
+
+
+async def test_a_grant_with_no_one_waiting_moves_the_fair_queue_on_as_queueing_would(
+    client: redis.Redis,
+) -> None:
+    """With nobody waiting, a free slot is granted without joining the queue (the acquire
+    script's short way), and the store ends as if the request had been queued and pumped:
+    the first candidate with room is granted, the key's finish tag and the virtual time move
+    on by cost / weight, and nothing is left in the queue."""
+    replica = Replica(client, [backend(9001, 1), backend(9002, 1)]).start()
+    prefix = keys.model_prefix(MODEL)
+    try:
+        first = await replica.acquire("fast", weight=2.0, cost=10)
+        second = await replica.acquire("fast", weight=2.0, cost=10)
+        assert [first.backend.name, second.backend.name] == ["127.0.0.1:9001", "127.0.0.1:9002"]
+        assert float(await client.hget(prefix + "ft", "fast")) == 10.0  # 5 + 5
+        assert float(await client.get(prefix + "vt")) == 10.0
+        assert await queued(client) == 0 and await client.zcard(prefix + "q:keys") == 0
+        assert not await client.exists(prefix + "w:" + first.id, prefix + "w:" + second.id)
+
+        # Both slots taken: the third is queued and pumped, and its tag follows on from theirs.
+        waiting = asyncio.create_task(replica.acquire("fast", weight=2.0, cost=10))
+        await until_queued(client, 1)
+        await replica.admission.release(first)
+        third = await asyncio.wait_for(waiting, 5)
+        assert third.backend.name == "127.0.0.1:9001"
+        assert float(await client.hget(prefix + "ft", "fast")) == 15.0
+        assert float(await client.get(prefix + "vt")) == 15.0
+        for lease in (second, third):
+            await replica.admission.release(lease)
     finally:
         await replica.stop()
 
