@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 12434
 
-.PHONY: run test bench chaos lint venv model llama-server browser clean shellcheck gpu-check
+.PHONY: run test bench chaos lint venv model llama-server browser clean shellcheck wrk gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	@echo "==> creating $(VENV) and installing llama-gateway with its dependencies (first run only)"
@@ -40,11 +40,16 @@ browser:
 shellcheck:
 	@command -v shellcheck >/dev/null || { apt-get update -qq && apt-get install -y -qq shellcheck; }
 
-test: venv browser shellcheck
+# Debian's wrk, the closed-loop load of make bench's overhead scenario and of loadtest.ab (its
+# smoke test is in make test).
+wrk:
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+
+test: venv browser shellcheck wrk
 	@MODEL=$$($(PY) scripts/assets.py model) && BIN=$$($(PY) scripts/assets.py llama-server) && \
 	LLAMA_GATEWAY_TEST_MODEL=$$MODEL LLAMA_SERVER_BIN=$$BIN $(PY) -m pytest -q
 
-bench: venv
+bench: venv wrk
 	@MODEL=$$($(PY) scripts/assets.py model) && BIN=$$($(PY) scripts/assets.py llama-server) && \
 	LLAMA_GATEWAY_TEST_MODEL=$$MODEL LLAMA_SERVER_BIN=$$BIN $(PY) -m loadtest all
 

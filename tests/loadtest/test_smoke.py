@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -71,3 +72,24 @@ def test_scenario_smoke(scenario: str, tmp_path: Path, assets_env: dict[str, str
     for name in document["plots"]:
         assert _valid_png(tmp_path / name), name
         assert f"]({name})" in markdown
+
+
+def test_ab_compares_trees_by_cpu_per_request() -> None:
+    """``loadtest.ab`` on this tree twice (once without the limits script and the affinity
+    lookup): a round each, a CPU figure per request each, and bad input refused up front."""
+    ab = [sys.executable, "-m", "loadtest.ab"]
+    run = subprocess.run(
+        [*ab, "--rounds", "1", "--seconds", "1", ".", ".:nolimits,leastbusy"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    medians = run.stdout.split("medians over 1 rounds, redis://", 1)[1]
+    figures = re.findall(r"  (\S+): ([\d.]+) ms a request, ([\d,]+) req/s", medians)
+    assert [label for label, _, _ in figures] == [".", ".:nolimits,leastbusy"]
+    assert all(float(ms) > 0 and int(rate.replace(",", "")) > 0 for _, ms, rate in figures)
+
+    refused = subprocess.run([*ab, ".:fast"], cwd=ROOT, capture_output=True, text=True)
+    assert refused.returncode != 0 and "unknown flags ['fast']" in refused.stderr
