@@ -90,7 +90,7 @@ class StoreClient(redis.Redis):
         packed = b"".join([asked.packed for asked in gathered])
         count = sum(asked.expected for asked in gathered)
         try:
-            replies = await self._send_once_more(packed, count)
+            replies = await self._send_retrying_once(packed, count)
         except asyncio.CancelledError:  # the loop is closing
             for asked in gathered:
                 asked.waiting.cancel()
@@ -106,7 +106,9 @@ class StoreClient(redis.Redis):
                 asked.waiting.set_result(replies[at : at + asked.expected])
             at += asked.expected
 
-    async def _send_once_more(self, packed: bytes, count: int) -> list[Any]:
+    async def _send_retrying_once(self, packed: bytes, count: int) -> list[Any]:
+        """``count`` replies to ``packed`` on a pooled connection; once more on a fresh one if
+        that connection turns out broken."""
         pool: Any = self.connection_pool
         connection = await pool.take()
         try:
