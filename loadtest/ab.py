@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,17 +55,7 @@ class TreeGateway(Gateway):
 
     def __init__(self, tree: Path, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.tree = tree
-
-    def launch(self, env: dict[str, str] | None = None) -> None:
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            self.args,
-            cwd=self.tree,
-            env={**self.env, **(env or {})},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        self.cwd = tree
 
 
 def measure(contender: Contender, emulator: str, store: list[str], seconds: float) -> None:

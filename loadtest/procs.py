@@ -86,6 +86,8 @@ class Process:
     ready_path = "/health"
     start_timeout = 60.0
     keep_log = False
+    #: Where the process starts (a gateway from another source tree: ``loadtest.ab``).
+    cwd: Path = ROOT
 
     def __init__(self, *, port: int | None = None, env: dict[str, str] | None = None) -> None:
         self.port = port or free_port()
@@ -113,7 +115,7 @@ class Process:
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             self.args,
-            cwd=ROOT,
+            cwd=self.cwd,
             env={**self.env, **(env or {})},
             stdout=self._log,
             stderr=subprocess.STDOUT,

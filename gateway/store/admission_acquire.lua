@@ -36,7 +36,7 @@ end
 local already = redis.call('EXISTS', P .. 'w:' .. waiter) == 1
 
 local queued = tonumber(redis.call('GET', P .. 'q:n')) or 0
-if not already and queued == 0 and queued < bound then
+if not already and queued == 0 and bound > 0 then
   -- No one waits: do what joining the queue and pumping it would do for this waiter alone,
   -- in a third of the calls (the usual case). The pump would grant the first candidate with
   -- a free slot that the waiter did not exclude (having purged every candidate's expired
