@@ -8,12 +8,12 @@ by weight — not in llama-server's unbounded internal queue.
 This module is one replica's side of it: a future per local waiter, resolved when a grant
 names it (returned by a script this replica ran, or posted to its mailbox by another
 replica); a loop that renews the leases of running requests, so a replica that dies leaks
-its slots only until their TTL, and heartbeats the replica's record, so a replica that dies
-has its waiters skipped instead of granted; and a pump every second while this replica has
-waiters, so slots freed by expiry reach the queue. When the store comes back after an
-outage (the grant loop sees it within :data:`MAILBOX_WAIT`), releases that failed meanwhile
-are sent again, waiters are queued again where the store lost them, and the queue is pumped
-at once. ``memory://`` runs the very same scripts in-process.
+its slots only until their TTL; and a pump every upkeep tick while this replica has waiters,
+so slots freed by expiry reach the queue — and its record stays alive, so a replica that dies
+has its waiters skipped instead of granted within a few seconds. When the store comes back
+after an outage (the grant loop sees it within :data:`MAILBOX_WAIT`), releases that failed
+meanwhile are sent again, waiters are queued again where the store lost them, and the queue
+is pumped at once. ``memory://`` runs the very same scripts in-process.
 """
 
 from __future__ import annotations
@@ -43,9 +43,10 @@ log = logging.getLogger(__name__)
 #: Seconds one ``BLPOP`` on the grant mailbox waits before looking again; also how soon the
 #: grant loop sees the store go or come back.
 MAILBOX_WAIT = 0.5
-#: Seconds between pumps of the models this replica has waiters for (at most; a third of
-#: the lease TTL where that is shorter): how soon a slot freed by expiry is handed on.
-PUMP_INTERVAL = 1.0
+#: Upkeep ticks (pumps of the models this replica has waiters for) in the time a replica's
+#: record stays alive (``AdmissionStore.alive_ttl``, 3 s by default): a tick every second,
+#: and a record lapses only if two ticks in a row were late.
+TICKS_ALIVE = 3
 #: Seconds ``/ready``'s look at the store may take before it counts as unreachable.
 STORE_CHECK_TIMEOUT = 0.5
 
@@ -234,10 +235,10 @@ class Admission:
                 self._deliver(model, Grant(self.replica, waiter_id, backend))
 
     async def _upkeep_loop(self) -> None:
-        """Pump the models this replica has waiters for every :data:`PUMP_INTERVAL`; renew
-        leases and heartbeat every third of the lease TTL."""
-        tick = min(PUMP_INTERVAL, self.lease_ttl / 3)
-        beats = max(1, round(self.lease_ttl / 3 / tick))
+        """Pump the models this replica has waiters for every tick; renew leases and
+        heartbeat every third of the lease TTL (or sooner, to a whole number of ticks)."""
+        tick = self.store.alive_ttl / TICKS_ALIVE
+        beats = max(1, int(self.lease_ttl / 3 / tick))
         n = 0
         while True:
             await asyncio.sleep(tick)
@@ -405,8 +406,12 @@ class Admission:
 
     async def _pump(self, model: str) -> None:
         pairs = self._pairs(model, [])
-        if pairs:
-            self._observe(model, pairs, await self.store.pump(model, self.replica, pairs))
+        if not pairs:
+            return
+        reply = await self.store.pump(model, self.replica, pairs)
+        self._observe(model, pairs, reply)
+        if reply.lapsed:  # this replica stalled: others may have dropped its waiters as dead
+            await self._requeue(model)
 
     def _spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)

@@ -25,6 +25,11 @@ from gateway.store.connection import reachable, script
 #: (backend name, slot count) in the routing policy's order.
 Candidates = Sequence[tuple[str, int]]
 
+#: Seconds a replica's record counts it alive after its last script for the model (at most
+#: half the lease TTL): how long slots may still go to a replica's waiters once it has died.
+#: A replica with waiters runs a script every third of it (the upkeep's pump).
+ALIVE_FOR = 3.0
+
 
 class Grant(NamedTuple):
     replica: str
@@ -42,6 +47,8 @@ class Reply:
     status: str = ""
     #: The granted backend (status ``granted``).
     backend: str | None = None
+    #: The calling replica's record had lapsed (a pump's): its waiters may have been dropped.
+    lapsed: bool = False
 
 
 def _flatten(candidates: Candidates) -> list[str | int]:
@@ -70,6 +77,10 @@ class AdmissionStore:
         self.redis = redis
         self.lease_ttl_ms = int(lease_ttl * 1000)
         self.grant_ttl_ms = int(grant_ttl * 1000)
+        #: Seconds a replica's record outlives its last script: half the lease TTL at most,
+        #: so that it lapses before the leases the replica last renewed.
+        self.alive_ttl = min(ALIVE_FOR, lease_ttl / 2)
+        self.alive_ttl_ms = int(self.alive_ttl * 1000)
         lib = script("admission_lib.lua")
         self._acquire = redis.register_script(lib + script("admission_acquire.lua"))
         self._release = redis.register_script(lib + script("admission_release.lua"))
@@ -104,6 +115,7 @@ class AdmissionStore:
             bound,
             self.grant_ttl_ms,
             self.lease_ttl_ms,
+            self.alive_ttl_ms,
             ",".join(exclude),
             *_flatten(candidates),
         ]
@@ -140,7 +152,8 @@ class AdmissionStore:
         return bool(left)
 
     async def pump(self, model: str, replica: str, candidates: Candidates) -> Reply:
-        """Hand free slots of ``candidates`` to waiters; updates ``replica``'s record."""
+        """Hand free slots of ``candidates`` to waiters; keeps ``replica``'s record alive
+        (the reply's ``lapsed``: it had lapsed, and its waiters may have been dropped)."""
         with reachable("admission store"):
             items = await self._pump(
                 keys=[keys.queue_keys(model)],
@@ -148,12 +161,12 @@ class AdmissionStore:
                     keys.model_prefix(model),
                     self.grant_ttl_ms,
                     replica,
-                    self.lease_ttl_ms,
+                    self.alive_ttl_ms,
                     *_flatten(candidates),
                 ],
             )
-        loads, grants = _parse_tail(items[1:], len(candidates))
-        return Reply(loads, grants, int(items[0]))
+        loads, grants = _parse_tail(items[2:], len(candidates))
+        return Reply(loads, grants, int(items[1]), lapsed=bool(items[0]))
 
     async def renew(
         self,
@@ -162,10 +175,10 @@ class AdmissionStore:
         candidates: Candidates,
         leases: Sequence[tuple[str, str]],
     ) -> tuple[int, bool]:
-        """The upkeep's heartbeat for one model: extend ``(backend, lease id)`` pairs and
-        ``replica``'s record (the backends it can use: ``candidates``) to one expiry. Returns
-        how many leases still existed, and whether the record had lapsed (the replica's
-        waiters may have been dropped as a dead replica's)."""
+        """The upkeep's heartbeat for one model: extend ``(backend, lease id)`` pairs, and keep
+        ``replica``'s record (the backends it can use: ``candidates``) alive. Returns how many
+        leases still existed, and whether the record had lapsed (the replica's waiters may
+        have been dropped as a dead replica's)."""
         flat = [item for pair in leases for item in pair]
         with reachable("admission store"):
             held, lapsed = await self._renew(
@@ -173,6 +186,7 @@ class AdmissionStore:
                 args=[
                     keys.model_prefix(model),
                     self.lease_ttl_ms,
+                    self.alive_ttl_ms,
                     replica,
                     *_flatten(candidates),
                     *flat,

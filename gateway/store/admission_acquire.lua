@@ -1,6 +1,7 @@
 -- Acquire a slot lease, or queue for one.
 -- ARGV: P, key_id, waiter, replica, weight, cost, priority, timeout_ms, bound,
---       grant_ttl_ms, lease_ttl_ms, exclude (comma list), candidates (count, backend, slots…)
+--       grant_ttl_ms, lease_ttl_ms, alive_ttl_ms, exclude (comma list),
+--       candidates (count, backend, slots…)
 -- The candidates are every ready backend of the model this replica can use (the routing
 -- policy's choice first): they become the replica's record, which pumps on any replica
 -- read to grant this waiter only a backend its replica can use.
@@ -13,8 +14,9 @@
 local key_id, waiter, replica = ARGV[2], ARGV[3], ARGV[4]
 local weight, cost, priority = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local timeout, bound = tonumber(ARGV[8]), tonumber(ARGV[9])
-local grant_ttl, lease_ttl, exclude = tonumber(ARGV[10]), tonumber(ARGV[11]), ARGV[12]
-local cands = read_candidates(13)
+local grant_ttl, lease_ttl = tonumber(ARGV[10]), tonumber(ARGV[11])
+local alive_ttl, exclude = tonumber(ARGV[12]), ARGV[13]
+local cands = read_candidates(14)
 local now = now_ms()
 
 local function reply(status, detail, grants)
@@ -25,7 +27,7 @@ local function reply(status, detail, grants)
   return out
 end
 
-note_replica(replica, cands, now, lease_ttl, false)
+note_replica(replica, cands, now, alive_ttl)
 for _, c in ipairs(cands) do
   local expiry = redis.call('ZSCORE', lease_key(c[1]), waiter)
   if expiry and tonumber(expiry) > now then

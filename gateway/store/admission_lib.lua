@@ -58,23 +58,21 @@ local function read_candidates(i)
 end
 
 -- A replica's record: until when it counts as alive (ms) and the backends it can use, as
--- ",a,b," for a plain find. ``extend``: a heartbeat (the upkeep's renewal), which moves the
--- lapse forward; any other call only updates the backends, so a replica's record lapses no
--- later than the leases it renewed with it — a dead replica's waiters are gone by the time
--- its slots come free. A record that had lapsed is started again (its replica is alive).
--- Returns true if there was no live record before (its waiters may have been dropped).
-local function note_replica(replica, cands, now, ttl, extend)
+-- ",a,b," for a plain find. Every script a replica runs for the model moves the lapse to
+-- ``now + alive_ttl`` (a few upkeep ticks, at most half the lease TTL): a replica with waiters
+-- pumps every tick, so its record lapses a few seconds after it dies — before its leases do,
+-- and before many of the slots its survivors free have gone to its dead waiters. A record
+-- that had lapsed is started again (its replica is alive). Returns true if there was no live
+-- record before (its waiters may have been dropped: the replica queues them again).
+local function note_replica(replica, cands, now, alive_ttl)
   local k = P .. 'r:' .. replica
   local names = {}
   for i, c in ipairs(cands) do names[i] = c[1] end
   local old = redis.call('GET', k)
-  local until_ms = old and tonumber(string.match(old, '^(%d+)')) or 0
-  local lapsed = until_ms <= now
-  if extend or lapsed then
-    until_ms = now + ttl
-  end
-  redis.call('SET', k, until_ms .. ',' .. table.concat(names, ',') .. ',', 'PX',
-    until_ms - now + 60000)
+  local lapsed = (old and tonumber(string.match(old, '^(%d+)')) or 0) <= now
+  -- Kept a minute past its lapse, so a replica that stalled learns that it had lapsed.
+  redis.call('SET', k, (now + alive_ttl) .. ',' .. table.concat(names, ',') .. ',', 'PX',
+    alive_ttl + 60000)
   return lapsed
 end
 

@@ -1,14 +1,14 @@
 -- The upkeep's heartbeat: extend the leases that are still running (only those that still
--- exist: XX) and the replica's record to the same expiry, so the record never outlives them.
--- ARGV: P, lease_ttl_ms, replica, candidates (count, backend, slots…), then backend, lease
--- pairs. Returns {leases still held, 1 if the replica's record had lapsed (its waiters may
--- have been dropped: the replica queues them again) else 0}.
-local ttl, replica = tonumber(ARGV[2]), ARGV[3]
-local cands = read_candidates(4)
+-- exist: XX), and keep the replica's record alive.
+-- ARGV: P, lease_ttl_ms, alive_ttl_ms, replica, candidates (count, backend, slots…), then
+-- backend, lease pairs. Returns {leases still held, 1 if the replica's record had lapsed
+-- (its waiters may have been dropped: the replica queues them again) else 0}.
+local ttl, alive_ttl, replica = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local cands = read_candidates(5)
 local now = now_ms()
-local lapsed = note_replica(replica, cands, now, ttl, true)
+local lapsed = note_replica(replica, cands, now, alive_ttl)
 local held = 0
-for i = 5 + 2 * #cands, #ARGV, 2 do
+for i = 6 + 2 * #cands, #ARGV, 2 do
   held = held + redis.call('ZADD', lease_key(ARGV[i]), 'XX', 'CH', now + ttl, ARGV[i + 1])
 end
 return { held, lapsed and 1 or 0 }

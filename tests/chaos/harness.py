@@ -36,6 +36,8 @@ class Tally:
     sent: int = 0
     succeeded: int = 0
     failed: Counter[int] = field(default_factory=Counter)
+    #: Why they failed: the error's ``code`` (or ``type``) from each refusal's body, counted.
+    reasons: Counter[str] = field(default_factory=Counter)
     #: 429s and 503s without ``Retry-After``.
     without_retry_after: int = 0
     hung: int = 0
@@ -62,6 +64,8 @@ class Tally:
 
     def line(self) -> str:
         failed = ", ".join(f"{status}: {n}" for status, n in sorted(self.failed.items())) or "-"
+        if self.reasons:
+            failed += " (" + ", ".join(f"{r}: {n}" for r, n in self.reasons.most_common()) + ")"
         notes = "; ".join(f"{k}: {v}" for k, v in self.notes.items())
         return (
             f"{self.name:<30} sent {self.sent:>4}  succeeded {self.succeeded:>4}  "
@@ -80,8 +84,20 @@ class Tally:
                 self.lost += 1
             return
         self.failed[response.status_code] += 1
+        self.reasons[_reason(response)] += 1
         if response.status_code in (429, 503) and "retry-after" not in response.headers:
             self.without_retry_after += 1
+
+
+def _reason(response: httpx.Response) -> str:
+    """A refusal's error code, as its body names it (any of the gateway's error shapes)."""
+    try:
+        error = response.json().get("error")
+    except (json.JSONDecodeError, AttributeError):
+        return "no JSON body"
+    if isinstance(error, dict):
+        return str(error.get("code") or error.get("type") or "no code")
+    return str(error)[:60] if error else "no error field"
 
 
 def _whole(response: httpx.Response, stream: bool) -> bool:

@@ -305,6 +305,57 @@ async def test_a_dead_replicas_waiters_are_skipped_when_its_slots_expire(
         await live.stop()
 
 
+async def test_a_dead_replicas_waiters_stop_taking_freed_slots_before_its_leases_expire(
+    client: redis.Redis, other_client: redis.Redis
+) -> None:
+    """A replica killed with waiters queued ahead of a survivor's: the survivor frees its slot
+    once the dead replica's record has lapsed (half the lease TTL here, 3 s by default) —
+    before any lease of the dead one could have — and the slot goes to its own waiter, not to
+    the dead one's, which would have held it for a grant TTL (here 30 s)."""
+    dead = Replica(client, [backend(9001, 1)], lease_ttl=3, grant_ttl=30)  # no upkeep
+    live = Replica(other_client, [backend(9001, 1)], lease_ttl=3, grant_ttl=30).start()
+    try:
+        held = await live.acquire()
+        queued_dead = asyncio.create_task(dead.acquire())
+        await until_queued(client, 1)
+        waiting = asyncio.create_task(live.acquire())
+        await until_queued(client, 2)
+        await asyncio.sleep(dead.admission.store.alive_ttl + 0.2)  # 1.7 s: its record lapsed
+        await live.admission.release(held)
+        lease = await asyncio.wait_for(waiting, 5)
+        assert not queued_dead.done()
+        assert await client.exists(keys.grants(dead.admission.replica)) == 0
+        assert await queued(client) == 0  # the dead replica's waiter was dropped
+        await live.admission.release(lease)
+        queued_dead.cancel()
+    finally:
+        await live.stop()
+
+
+async def test_a_replica_that_stalled_past_its_record_queues_its_waiters_again(
+    client: redis.Redis, other_client: redis.Redis
+) -> None:
+    """A replica whose loops stalled (not started here) until its record lapsed: the slot
+    another replica frees meanwhile drops its waiter as a dead replica's. When its loops run
+    again, its first pump learns that the record had lapsed and queues the waiter again,
+    which is served."""
+    stalled = Replica(client, [backend(9001, 1)], lease_ttl=2)
+    other = Replica(other_client, [backend(9001, 1)], lease_ttl=2)
+    held = await other.acquire()
+    waiting = asyncio.create_task(stalled.acquire())
+    await until_queued(client, 1)
+    await asyncio.sleep(stalled.admission.store.alive_ttl + 0.2)
+    await other.admission.release(held)  # its pump drops the waiter: its record lapsed
+    assert await queued(client) == 0
+    assert not waiting.done()
+    stalled.start()
+    try:
+        lease = await asyncio.wait_for(waiting, 5)
+        await stalled.admission.release(lease)
+    finally:
+        await stalled.stop()
+
+
 async def test_a_live_replica_keeps_its_waiters_past_the_lease_ttl(client: redis.Redis) -> None:
     """The heartbeat keeps a live replica's waiters queued however long they wait."""
     replica = Replica(client, [backend(9001, 1)], lease_ttl=0.6).start()
