@@ -133,6 +133,7 @@ class Admission:
         except (TimeoutError, asyncio.CancelledError) as exc:
             self._spawn(self._abandon(waiter_id, waiter))
             if isinstance(exc, TimeoutError):
+                self._log_timeout(model)
                 raise QueueTimeout(
                     f"No slot for model '{model}' became free within {self.queue_timeout:g} s",
                     retry_after=self._retry_after(model, candidates),
@@ -422,6 +423,24 @@ class Admission:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.warning("admission task failed: %s", task.exception())
+
+    def _log_timeout(self, model: str) -> None:
+        """Say, for the operator, whether a waiter that timed out met full backends (too
+        little capacity for the load) or free slots (a stall worth a bug report): the leases
+        per backend as the last script saw them, all replicas'. At most one line per waiter
+        that reached its deadline: the queue's bound over its timeout, per second."""
+        backends = [b for b in self._backends(model) if b.ready]
+        held = sum(self._loads[b] for b in backends)
+        slots = sum(b.slots for b in backends)
+        log.warning(
+            "no slot for %s within %g s: %d waiting, %d of %d slots leased (%s)",
+            model,
+            self.queue_timeout,
+            self._queued[model],
+            held,
+            slots,
+            ", ".join(f"{b.name} {self._loads[b]}/{b.slots}" for b in backends) or "no backend",
+        )
 
     def _retry_after(self, model: str, candidates: Sequence[Backend]) -> float:
         slots = sum(b.slots for b in candidates) or 1

@@ -121,7 +121,9 @@ async def test_running_leases_are_renewed(client: redis.Redis) -> None:
         await replica.stop()
 
 
-async def test_full_queue_and_deadline(client: redis.Redis) -> None:
+async def test_full_queue_and_deadline(
+    client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
     replica = Replica(client, [backend(9001, 1)], queue_size=1, queue_timeout=0.3).start()
     try:
         held = await replica.acquire()
@@ -130,8 +132,12 @@ async def test_full_queue_and_deadline(client: redis.Redis) -> None:
         with pytest.raises(QueueFull) as full:
             await replica.acquire()
         assert full.value.retry_after >= 1
-        with pytest.raises(QueueTimeout):
-            await waiter
+        with caplog.at_level("WARNING", logger="gateway.admission.leases"):
+            with pytest.raises(QueueTimeout):
+                await waiter
+        # The operator's line says the backend was full: capacity, not a stall.
+        assert "no slot for smollm2 within 0.3 s: 1 waiting, 1 of 1 slots leased" in caplog.text
+        assert "127.0.0.1:9001 1/1" in caplog.text
         await asyncio.sleep(0.1)
         assert int(await client.get(keys.model_prefix(MODEL) + "q:n") or 0) == 0
         await replica.admission.release(held)
