@@ -5,15 +5,12 @@ backend ever has more requests in flight than it has slots, however many replica
 them: the rest wait in the model's queue — bounded, with a deadline, and fair across API keys
 by weight — not in llama-server's unbounded internal queue.
 
-This module is one replica's side of it: a future per local waiter, resolved when a grant
-names it (returned by a script this replica ran, or posted to its mailbox by another
-replica); a loop that renews the leases of running requests, so a replica that dies leaks
-its slots only until their TTL; and a pump every upkeep tick while this replica has waiters,
-so slots freed by expiry reach the queue — and its record stays alive, so a replica that dies
-has its waiters skipped instead of granted within a few seconds. When the store comes back
-after an outage (the grant loop sees it within :data:`MAILBOX_WAIT`), releases that failed
-meanwhile are sent again, waiters are queued again where the store lost them, and the queue
-is pumped at once. ``memory://`` runs the very same scripts in-process.
+This module is one replica's side of it, the request path's half: a future per local
+waiter, resolved when a grant names it (returned by a script this replica ran, or posted to
+its mailbox by another replica), and the release that hands a slot on. The background half —
+the grant loop, lease renewals, pumps, taking back grants a dead replica left unread, and
+recovery after a store outage — is :mod:`gateway.admission.upkeep`. ``memory://`` runs the
+very same scripts in-process.
 """
 
 from __future__ import annotations
@@ -30,28 +27,19 @@ from collections.abc import Callable, Sequence
 from redis.exceptions import RedisError
 
 from gateway.admission.tickets import ANONYMOUS, Lease, Ticket, Waiter
+from gateway.admission.unread import UnreadGrants
+from gateway.admission.upkeep import Upkeep
 from gateway.errors import GatewayError, QueueFull, QueueTimeout, Unavailable
 from gateway.pool.backend import Backend
 from gateway.store.admission import AdmissionStore, Grant, Reply
 from gateway.store.commands import Command
-from gateway.store.connection import execute
 
 __all__ = ["Admission", "Lease", "Ticket"]
 
 log = logging.getLogger(__name__)
 
-#: Seconds one ``BLPOP`` on the grant mailbox waits before looking again; also how soon the
-#: grant loop sees the store go or come back.
-MAILBOX_WAIT = 0.5
-#: Upkeep ticks (pumps of the models this replica has waiters for) in the time a replica's
-#: record stays alive (``AdmissionStore.alive_ttl``, 3 s by default): a tick every second,
-#: and a record lapses only if two ticks in a row were late.
-TICKS_ALIVE = 3
-#: Seconds ``/ready``'s look at the store may take before it counts as unreachable.
-STORE_CHECK_TIMEOUT = 0.5
 
-
-class Admission:
+class Admission(Upkeep):
     def __init__(
         self,
         store: AdmissionStore,
@@ -83,6 +71,9 @@ class Admission:
         #: Releases that failed (store away), ``(model, backend, lease id)``: sent again
         #: once the store is back, so their slots do not wait out the lease TTL.
         self._unreleased: list[tuple[str, str, str]] = []
+        #: Grants posted to other replicas, watched until read: one left unread means its
+        #: replica is dead or stalled, and its grants are taken back.
+        self._unread = UnreadGrants(store)
 
     # -- what the request path and the gauges read ----------------------------------------
 
@@ -167,7 +158,17 @@ class Admission:
             raise
         self._store_answered()
         self._observe(waiter.model, pairs, reply)
+        if reply.lapsed and self._others_waiting(waiter):
+            # This replica's record had lapsed (it stalled, or was taken for dead): the
+            # store may have dropped its other waiters.
+            self._spawn(self._requeue(waiter.model))
         return reply
+
+    def _others_waiting(self, waiter: Waiter) -> bool:
+        return any(
+            other is not waiter and other.model == waiter.model and not other.future.done()
+            for other in self._waiters.values()
+        )
 
     def release(self, lease: Lease) -> Command[None]:
         """Give ``lease`` back: awaited alone, or sent in one round trip with the caller's
@@ -200,137 +201,6 @@ class Admission:
         if backend.model_id is not None:
             self._spawn(self._pump(backend.model_id))
 
-    # -- background loops (started by the app's lifespan) --------------------------------
-
-    async def run(self) -> None:
-        """Take grants from this replica's mailbox; renew running leases; pump now and then.
-        Ends after :meth:`stop` (at once if it came first: a replica stopped before its task
-        ran); it may be run again after."""
-        upkeep = asyncio.create_task(self._upkeep_loop())
-        try:
-            await self._grant_loop()
-        finally:
-            upkeep.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await upkeep
-            self._stopping.clear()
-
-    async def stop(self) -> None:
-        """Let :meth:`run` end. The mailbox loop is not cancelled mid-``BLPOP`` (redis-py
-        can hang releasing a connection cancelled there); it sees the flag within
-        :data:`MAILBOX_WAIT` seconds."""
-        self._stopping.set()
-
-    async def _grant_loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                grant = await self.store.next_grant(self.replica, timeout=MAILBOX_WAIT)
-            except Exception as exc:  # Redis away: wait for it to come back
-                self._store_failed()
-                log.warning("grant mailbox unreachable: %s", exc)
-                await asyncio.sleep(MAILBOX_WAIT)
-                continue
-            self._store_answered()
-            if grant is not None:
-                model, waiter_id, backend = grant
-                self._deliver(model, Grant(self.replica, waiter_id, backend))
-
-    async def _upkeep_loop(self) -> None:
-        """Pump the models this replica has waiters for every tick; renew leases and
-        heartbeat every third of the lease TTL (or sooner, to a whole number of ticks)."""
-        tick = self.store.alive_ttl / TICKS_ALIVE
-        beats = max(1, int(self.lease_ttl / 3 / tick))
-        n = 0
-        while True:
-            await asyncio.sleep(tick)
-            n += 1
-            try:
-                if n % beats == 0:
-                    await self._heartbeat()
-                for model in {w.model for w in self._waiters.values()}:
-                    await self._pump(model)
-            except Exception as exc:
-                self._store_failed()
-                log.warning("admission upkeep failed: %s", exc)
-
-    async def _heartbeat(self) -> None:
-        """Renew the running leases and this replica's record of each model it holds leases
-        or waiters for; queue again the waiters of a model whose record had lapsed."""
-        by_model: dict[str, list[Lease]] = defaultdict(list)
-        for lease in list(self._held.values()):
-            by_model[lease.model].append(lease)
-        for model in {w.model for w in self._waiters.values()}:
-            by_model.setdefault(model, [])
-        for model, leases in by_model.items():
-            pairs = [(x.backend.name, x.id) for x in leases]
-            candidates = self._pairs(model, [])
-            held, lapsed = await self.store.renew(model, self.replica, candidates, pairs)
-            if held < len(leases):
-                log.warning("%d leases of %s had expired before renewal", len(leases) - held, model)
-            if lapsed:
-                await self._requeue(model)
-        self._store_answered()
-        extra = [r for lease in self._held.values() for r in lease.renewals]
-        if extra:
-            async with self.store.redis.pipeline(transaction=False) as pipe:
-                for renewal in extra:
-                    renewal(pipe)
-                await execute(pipe)
-
-    async def _requeue(self, model: str) -> None:
-        """Queue this replica's waiters of ``model`` again, where the store may have lost
-        them (it restarted without their state, or this replica's record lapsed and they
-        were dropped as a dead replica's). The acquire script leaves a waiter it still has in
-        its place, and hands back a lease it was granted meanwhile."""
-        pairs = self._pairs(model, [])
-        now = time.monotonic()
-        for waiter_id, waiter in list(self._waiters.items()):
-            if waiter.model != model or waiter.future.done() or not pairs:
-                continue
-            left = self.queue_timeout - (now - waiter.enqueued_at)
-            if left <= 0:
-                continue
-            reply = await self._enqueue(waiter_id, waiter, pairs, left)
-            if reply.status == "granted":
-                self._deliver(model, Grant(self.replica, waiter_id, reply.backend or ""))
-            elif reply.status == "full":
-                self._deliver(model, Grant(self.replica, waiter_id, ""))
-
-    # -- the store's health ---------------------------------------------------------------
-
-    def _store_failed(self) -> None:
-        self.store_ok = False
-
-    def _store_answered(self) -> None:
-        if not self.store_ok:
-            self.store_ok = True
-            self._spawn(self._recover())
-
-    async def _recover(self) -> None:
-        """The store is back: send the releases that failed, heartbeat (which queues again
-        the waiters it lost), queue again every waiter (a store that restarted empty lost
-        them all), and pump — now, not at the next upkeep tick."""
-        owed, self._unreleased = self._unreleased, []
-        for model, backend, lease_id in owed:
-            await self._give_back(model, backend, lease_id)
-        await self._heartbeat()
-        for model in {w.model for w in self._waiters.values()}:
-            await self._requeue(model)
-            await self._pump(model)
-        log.info("admission store reachable again: %d releases sent again", len(owed))
-
-    async def check_store(self) -> bool:
-        """Whether the store answers now (a ``PING``, at most :data:`STORE_CHECK_TIMEOUT`
-        seconds): what ``/ready`` reports."""
-        try:
-            async with asyncio.timeout(STORE_CHECK_TIMEOUT):
-                await self.store.redis.ping()
-        except (RedisError, OSError, TimeoutError):
-            self._store_failed()
-            return False
-        self._store_answered()
-        return True
-
     # -- steps ----------------------------------------------------------------------------
 
     def _pairs(self, model: str, first: Sequence[Backend]) -> list[tuple[str, int]]:
@@ -352,6 +222,7 @@ class Admission:
             self._deliver(model, grant)
         foreign = [g for g in reply.grants if g.replica != self.replica]
         if foreign:
+            self._unread.posted(model, foreign)
             self._spawn(self.store.post(model, foreign))
 
     def _deliver(self, model: str, grant: Grant) -> None:
@@ -404,15 +275,6 @@ class Admission:
         with contextlib.suppress(GatewayError):
             await self.store.leave(waiter.model, waiter.key_id, waiter_id)
         # If it was granted meanwhile, the grant reaches _deliver, which releases it.
-
-    async def _pump(self, model: str) -> None:
-        pairs = self._pairs(model, [])
-        if not pairs:
-            return
-        reply = await self.store.pump(model, self.replica, pairs)
-        self._observe(model, pairs, reply)
-        if reply.lapsed:  # this replica stalled: others may have dropped its waiters as dead
-            await self._requeue(model)
 
     def _spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)

@@ -47,7 +47,8 @@ class Reply:
     status: str = ""
     #: The granted backend (status ``granted``).
     backend: str | None = None
-    #: The calling replica's record had lapsed (a pump's): its waiters may have been dropped.
+    #: The calling replica's record had lapsed (an acquire's or a pump's): its waiters may
+    #: have been dropped.
     lapsed: bool = False
 
 
@@ -87,6 +88,8 @@ class AdmissionStore:
         self._leave = redis.register_script(lib + script("admission_leave.lua"))
         self._pump = redis.register_script(lib + script("admission_pump.lua"))
         self._renew = redis.register_script(lib + script("admission_renew.lua"))
+        self._bury = redis.register_script(lib + script("admission_bury.lua"))
+        self._take_unread = redis.register_script(script("mailbox_take_unread.lua"))
 
     async def acquire(
         self,
@@ -123,9 +126,9 @@ class AdmissionStore:
         with reachable("admission store"):
             items = await acquired
         status = items[0].decode()
-        loads, grants = _parse_tail(items[3:], len(candidates))
+        loads, grants = _parse_tail(items[4:], len(candidates))
         backend = items[1].decode() if status == "granted" else None
-        return Reply(loads, grants, int(items[2]), status, backend)
+        return Reply(loads, grants, int(items[2]), status, backend, lapsed=bool(items[3]))
 
     def release(
         self, model: str, backend: str, lease: str, candidates: Candidates
@@ -199,17 +202,58 @@ class AdmissionStore:
         with reachable("admission store"):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for grant in grants:
-                    pipe.rpush(
-                        keys.grants(grant.replica), f"{model}\t{grant.waiter}\t{grant.backend}"
-                    )
+                    pipe.rpush(keys.grants(grant.replica), _entry(model, grant))
                     pipe.pexpire(keys.grants(grant.replica), self.grant_ttl_ms)
                 await pipe.execute()
+
+    async def take_unread(self, model: str, grant: Grant) -> list[tuple[str, str, str]]:
+        """If ``grant`` is still unread in its replica's mailbox, every grant there, taken
+        out — (model, waiter, backend) each: that replica does not read its mailbox. Empty
+        if it was read."""
+        with reachable("admission store"):
+            taken = await self._take_unread(
+                keys=[keys.grants(grant.replica)], args=[_entry(model, grant)]
+            )
+        return [_parse_entry(raw) for raw in taken]
+
+    async def bury(
+        self,
+        model: str,
+        replica: str,
+        leases: Sequence[tuple[str, str]],
+        candidates: Candidates,
+    ) -> Reply:
+        """``replica`` left grants unread: lapse its record (its waiters are dropped from now
+        on), give back the ``(backend, lease id)`` grants it did not read, and hand their
+        slots to the next waiters."""
+        flat = [item for pair in leases for item in pair]
+        with reachable("admission store"):
+            items = await self._bury(
+                keys=[keys.queue_keys(model)],
+                args=[
+                    keys.model_prefix(model),
+                    replica,
+                    self.grant_ttl_ms,
+                    *_flatten(candidates),
+                    *flat,
+                ],
+            )
+        loads, grants = _parse_tail(items, len(candidates))
+        return Reply(loads, grants)
 
     async def next_grant(self, replica: str, timeout: float) -> tuple[str, str, str] | None:
         """The next grant for this replica — (model, waiter, backend) — or None on timeout."""
         item = await self.redis.blpop([keys.grants(replica)], timeout=timeout)
         if item is None:
             return None
-        raw = item[1]
-        model, waiter, backend = (raw.decode() if isinstance(raw, bytes) else raw).split("\t")
-        return model, waiter, backend
+        return _parse_entry(item[1])
+
+
+def _entry(model: str, grant: Grant) -> str:
+    """A grant as its replica's mailbox holds it."""
+    return f"{model}\t{grant.waiter}\t{grant.backend}"
+
+
+def _parse_entry(raw: bytes | str) -> tuple[str, str, str]:
+    model, waiter, backend = (raw.decode() if isinstance(raw, bytes) else raw).split("\t")
+    return model, waiter, backend

@@ -8,7 +8,8 @@
 -- The waiter joins its key's queue and the queue is pumped at once: with free slots and
 -- no one ahead of it (by fair order), it is granted in the same call (with no one waiting at
 -- all, without joining the queue: the same outcome in fewer calls). Returns
--- {status, backend or position, queued, loads…, "|", grants…}; status granted|queued|full.
+-- {status, backend or position, queued, 1 if the replica's record had lapsed (its other
+-- waiters may have been dropped) else 0, loads…, "|", grants…}; status granted|queued|full.
 -- Running it twice for one waiter (a retry after a broken connection) is harmless: a
 -- waiter that already holds a lease gets it back, one already queued stays in its place.
 local key_id, waiter, replica = ARGV[2], ARGV[3], ARGV[4]
@@ -19,15 +20,17 @@ local alive_ttl, exclude = tonumber(ARGV[12]), ARGV[13]
 local cands = read_candidates(14)
 local now = now_ms()
 
+local lapsed
+
 local function reply(status, detail, grants)
-  local out = { status, detail, tonumber(redis.call('GET', P .. 'q:n')) or 0 }
+  local out = { status, detail, tonumber(redis.call('GET', P .. 'q:n')) or 0, lapsed and 1 or 0 }
   for _, n in ipairs(loads(cands, now)) do out[#out + 1] = n end
   out[#out + 1] = '|'
   for _, g in ipairs(grants) do out[#out + 1] = g end
   return out
 end
 
-note_replica(replica, cands, now, alive_ttl)
+lapsed = note_replica(replica, cands, now, alive_ttl)
 for _, c in ipairs(cands) do
   local expiry = redis.call('ZSCORE', lease_key(c[1]), waiter)
   if expiry and tonumber(expiry) > now then

@@ -338,6 +338,69 @@ async def test_a_dead_replicas_waiters_stop_taking_freed_slots_before_its_leases
         await live.stop()
 
 
+async def test_grants_a_dead_replica_leaves_unread_are_taken_back_within_seconds(
+    client: redis.Redis, other_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A replica killed with two waiters queued ahead of a survivor's, its record still alive
+    (3 s here): the slot the survivor frees goes to the dead replica's first waiter, posted to
+    its mailbox. Nobody reads it: a second later the survivor takes it back, the store counts
+    the dead replica as such (its second waiter is dropped, not granted), and the slot goes to
+    the survivor's waiter — not after the grant TTL (here 30 s)."""
+    dead = Replica(client, [backend(9001, 1)], grant_ttl=30)  # no loops: no mailbox read
+    live = Replica(other_client, [backend(9001, 1)], grant_ttl=30).start()
+    try:
+        held = await live.acquire()
+        queued_dead = [asyncio.create_task(dead.acquire()) for _ in range(2)]
+        await until_queued(client, 2)
+        waiting = asyncio.create_task(live.acquire())
+        await until_queued(client, 3)
+        with caplog.at_level("WARNING", logger="gateway.admission.leases"):
+            await live.admission.release(held)  # granted to the dead replica's first waiter
+            lease = await asyncio.wait_for(waiting, 5)
+        assert f"replica {dead.admission.replica} left 1 grants unread" in caplog.text
+        assert not any(task.done() for task in queued_dead)
+        assert await client.exists(keys.grants(dead.admission.replica)) == 0
+        assert await queued(client) == 0  # its second waiter was dropped, not granted
+        await live.admission.release(lease)
+        for task in queued_dead:
+            task.cancel()
+    finally:
+        await live.stop()
+
+
+async def test_a_stalled_replica_whose_grant_was_taken_back_queues_its_waiter_again(
+    client: redis.Redis, other_client: redis.Redis
+) -> None:
+    """The replica that left a grant unread was only stalled (its loops start late here): its
+    grant went to the next waiter. Its next script — here a new request's acquire, before its
+    loops run — learns that its record had lapsed, and it queues its first waiter again: both
+    are served, nothing lost, only a place in the queue."""
+    stalled = Replica(client, [backend(9001, 1)], grant_ttl=30)
+    live = Replica(other_client, [backend(9001, 1)], grant_ttl=30).start()
+    try:
+        held = await live.acquire()
+        waiting_stalled = asyncio.create_task(stalled.acquire())
+        await until_queued(client, 1)
+        waiting_live = asyncio.create_task(live.acquire())
+        await until_queued(client, 2)
+        await live.admission.release(held)  # to the stalled replica's waiter, left unread
+        lease = await asyncio.wait_for(waiting_live, 5)  # taken back, granted here
+        assert await queued(client) == 0
+        second = asyncio.create_task(stalled.acquire())
+        await until_queued(client, 2)  # the new one, and the first queued again
+        stalled.start()
+        await live.admission.release(lease)
+        pending = {waiting_stalled, second}
+        while pending:  # one after the other, in whichever order the queue has them
+            done, pending = await asyncio.wait(pending, timeout=5, return_when="FIRST_COMPLETED")
+            assert done, "a waiter of the stalled replica was never served"
+            for task in done:
+                await stalled.admission.release(task.result())
+    finally:
+        await live.stop()
+        await stalled.stop()
+
+
 async def test_a_replica_that_stalled_past_its_record_queues_its_waiters_again(
     client: redis.Redis, other_client: redis.Redis
 ) -> None:
