@@ -22,7 +22,7 @@ from gateway.store.admission import AdmissionStore, Grant
 __all__ = ["UNREAD_FOR", "Silent", "UnreadGrants"]
 
 #: Seconds a grant may sit unread in a replica's mailbox before that replica counts as dead:
-#: two of its grant loop's ``BLPOP`` waits (``leases.MAILBOX_WAIT``).
+#: two of its grant loop's ``BLPOP`` waits (``upkeep.MAILBOX_WAIT``).
 UNREAD_FOR = 1.0
 
 
@@ -33,7 +33,7 @@ class Silent:
     replica: str
     #: Model -> ``(backend, lease id)`` of each grant taken back.
     grants: dict[str, list[tuple[str, str]]]
-    #: Seconds the oldest watched grant had been unread.
+    #: Seconds the grant found unread had been in the mailbox.
     unread_for: float
 
 
