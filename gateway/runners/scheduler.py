@@ -15,6 +15,9 @@ Each step of the loop (``tick`` seconds, sooner when woken) then looks at every 
 - failing its probes for ``runner_unhealthy_timeout`` — restarted, as is one whose process
   exits (noticed at once): its backend leaves the pool, so requests that had not started
   wait for the replacement, which starts after a backoff that doubles with each crash.
+
+The scheduler decides; :class:`~gateway.runners.supervisor.Supervisor` carries each runner
+through its life (launch, watch, replace, drain, stop).
 """
 
 from __future__ import annotations
@@ -24,18 +27,18 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 from gateway.config import Settings
 from gateway.errors import ModelNotFound, RunnerError, Unavailable
 from gateway.pool.backend import Backend, Health
 from gateway.pool.pool import Pool
-from gateway.runners.args import server_args
 from gateway.runners.driver import Driver, make_driver
 from gateway.runners.gpus import devices as find_devices
 from gateway.runners.placement import Device, check_fits, choose_device, measure, plan_eviction
 from gateway.runners.state import ModelEntry, Runner, RunnerState
+from gateway.runners.supervisor import Supervisor
 from gateway.units import parse_size
 
 log = logging.getLogger(__name__)
@@ -43,12 +46,6 @@ log = logging.getLogger(__name__)
 #: A runner idle for less than this is never unloaded, even with ``keep_alive: 0``: the
 #: request that touched it may not have taken its slot yet.
 MIN_IDLE = 1.0
-#: Restart backoff: 1 s, 2 s, 4 s … up to a minute; a runner up this long resets it.
-BACKOFF_BASE, BACKOFF_MAX, STABLE_AFTER = 1.0, 60.0, 60.0
-
-
-def backoff(attempt: int) -> float:
-    return min(BACKOFF_MAX, BACKOFF_BASE * 2 ** max(0, attempt - 1))
 
 
 class Scheduler:
@@ -72,20 +69,29 @@ class Scheduler:
         }
         self.pool = pool
         self.devices = devices or []
-        self.driver: Driver | None = None
-        self.restarts = 0
         self._inflight = inflight
-        self._make_backend = make_backend
         self._driver_factory = driver_factory
-        self._on_restart = on_restart
         self._overhead = parse_size(settings.runner_overhead)
         self._clock = clock
         self._tick = tick
         self._wake = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.Task[None] | None = None
-        pool.on_ready(self._backend_ready)
+        self._life = Supervisor(
+            settings,
+            self.entries,
+            pool=pool,
+            inflight=inflight,
+            make_backend=make_backend,
+            woken=self._wake,
+            on_restart=on_restart,
+            clock=clock,
+        )
         pool.on_demand(self.demand)
+
+    @property
+    def restarts(self) -> int:
+        """Runners replaced after a crash or a hang, over all models."""
+        return self._life.restarts
 
     # -- start and stop (the app's lifespan) -------------------------------------------------
 
@@ -98,13 +104,13 @@ class Scheduler:
         for entry in self.entries.values():
             entry.footprint = await measure(entry.spec, self._overhead)
             check_fits(entry.model, entry.footprint, self.devices)
-        self.driver = self._driver_factory(self.settings)
-        await self.driver.prepare()
+        self._life.driver = driver = self._driver_factory(self.settings)
+        await driver.prepare()
         loads = []
         for entry in self.entries.values():
             if entry.spec.preload:
                 for _ in range(entry.spec.replicas):
-                    loads.append(self._load(entry, self._place_now(entry)))
+                    loads.append(self._life.load(entry, self._place_now(entry)))
         results = await asyncio.gather(*loads, return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
@@ -114,16 +120,11 @@ class Scheduler:
 
     async def close(self) -> None:
         """Stop the loop and every runner."""
-        tasks = [t for t in (self._loop, *self._tasks) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
+        if self._loop is not None:
+            self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        runners = [(e, r) for e in self.entries.values() for r in e.runners]
-        await asyncio.gather(*(self._stop(e, r) for e, r in runners), return_exceptions=True)
-        if self.driver is not None:
-            await self.driver.close()
+                await self._loop
+        await self._life.close()
 
     def _place_now(self, entry: ModelEntry) -> Runner:
         device = choose_device(entry.model, entry.need, self.devices, self._placed())
@@ -172,7 +173,7 @@ class Scheduler:
             for runner in list(entry.runners):
                 if runner.state is RunnerState.STARTING and runner.backend is not None:
                     if runner.backend.ready:
-                        self._backend_ready(runner.backend)
+                        self._life.ready(runner.backend)
                 elif runner.state is RunnerState.READY:
                     self._observe(entry, runner, now)
             self._fill(entry, now)
@@ -189,12 +190,12 @@ class Scheduler:
         else:
             runner.unhealthy_since = runner.unhealthy_since or now
             if now - runner.unhealthy_since >= self.settings.runner_unhealthy_timeout:
-                self._replace(entry, runner, f"stopped answering ({backend.last_error})")
+                self._life.replace(entry, runner, f"stopped answering ({backend.last_error})")
                 return
         idle = now - max(runner.last_used, entry.last_demand)
         if not busy and idle >= max(entry.keep_alive, MIN_IDLE):
             runner.state = RunnerState.DRAINING  # at once: the next step must not see it idle
-            self._spawn(self._drain(entry, runner, f"idle for {idle:.0f} s (keep-alive)"))
+            self._life.spawn(self._life.drain(entry, runner, f"idle for {idle:.0f} s (keep-alive)"))
 
     def _fill(self, entry: ModelEntry, now: float) -> None:
         """Start runners for a model that requests are waiting for, making room if needed."""
@@ -214,7 +215,7 @@ class Scheduler:
                 return
             runner = Runner(entry.model, device, entry.need)
             entry.runners.append(runner)
-            runner.task = self._spawn(self._launch(entry, runner, delay=0.0))
+            runner.task = self._life.spawn(self._life.launch(entry, runner, delay=0.0))
 
     def _make_room(self, entry: ModelEntry, placed: list[Runner]) -> None:
         staying = [r for r in placed if r.state is not RunnerState.DRAINING]
@@ -229,7 +230,7 @@ class Scheduler:
             owner = self.entries[victim.model]
             victim.state = RunnerState.DRAINING
             reason = f"making room on {device.label} for {entry.model} (least recently used)"
-            self._spawn(self._drain(owner, victim, reason))
+            self._life.spawn(self._life.drain(owner, victim, reason))
 
     def _placed(self) -> list[Runner]:
         return [r for e in self.entries.values() for r in e.runners]
@@ -247,136 +248,6 @@ class Scheduler:
                     used = max(runner.last_used, entry.last_demand)
                     idle.append((math.isinf(entry.keep_alive), used, runner))
         return [r for *_, r in sorted(idle, key=lambda t: (t[0], t[1]))]
-
-    # -- one runner's life -------------------------------------------------------------------
-
-    async def _launch(self, entry: ModelEntry, runner: Runner, delay: float) -> None:
-        try:
-            if delay:
-                await asyncio.sleep(delay)
-            await self._load(entry, runner)
-        except RunnerError as exc:
-            self._failed(entry, runner, str(exc))
-
-    async def _load(self, entry: ModelEntry, runner: Runner) -> None:
-        assert self.driver is not None
-        handle = self.driver.runner(entry.spec, runner.device.id)
-        runner.handle = handle
-        runner.started_at = self._clock()
-        log.info("loading %s on %s", entry.model, runner.device.label)
-        try:
-            await handle.start(self.settings.runner_start_timeout)
-        except RunnerError:
-            if runner in entry.runners:
-                entry.runners.remove(runner)
-            runner.state = RunnerState.STOPPED
-            raise
-        runner.backend = self._make_backend(handle.url)
-        if entry.spec.path:  # its KV cache's size follows from the file and the flags
-            launch = server_args(entry.spec, host=None, port=None, api_key=None)
-            runner.backend.stats.describe_launch(entry.spec.path, launch)
-        self.pool.add(runner.backend)
-        self._spawn(self._watch(entry, runner))
-
-    def _backend_ready(self, backend: Backend) -> None:
-        for entry in self.entries.values():
-            for runner in entry.runners:
-                if runner.backend is backend and runner.state is RunnerState.STARTING:
-                    now = self._clock()
-                    runner.state = RunnerState.READY
-                    runner.last_used = now
-                    entry.failures, entry.last_error = 0, None
-                    log.info(
-                        "%s loaded on %s in %.1f s (%s)",
-                        entry.model,
-                        runner.device.label,
-                        now - runner.started_at,
-                        backend.name,
-                    )
-
-    def _failed(self, entry: ModelEntry, runner: Runner, error: str) -> None:
-        if runner in entry.runners:
-            entry.runners.remove(runner)
-        runner.state = RunnerState.STOPPED
-        entry.failures += 1
-        entry.last_error = error
-        entry.retry_at = self._clock() + backoff(entry.failures)
-        entry.wanted = False  # the next request tries again, after the backoff
-        log.error("%s failed to load (attempt %d): %s", entry.model, entry.failures, error)
-
-    async def _watch(self, entry: ModelEntry, runner: Runner) -> None:
-        assert runner.handle is not None
-        await runner.handle.exited.wait()
-        if runner.live:
-            code = runner.handle.describe().get("exit_code")
-            self._replace(entry, runner, f"exited (code {code})")
-
-    def _replace(self, entry: ModelEntry, runner: Runner, reason: str) -> None:
-        """A loaded runner died or hung: out of the pool now, a new one after a backoff."""
-        now = self._clock()
-        runner.state = RunnerState.STOPPED
-        entry.runners.remove(runner)
-        self._spawn(self._dispose(runner, grace=2.0))
-        if now - runner.started_at >= STABLE_AFTER:
-            entry.crash_streak = 0
-        entry.crash_streak += 1
-        entry.restarts += 1
-        self.restarts += 1
-        delay = backoff(entry.crash_streak)
-        log.warning(
-            "runner of %s on %s %s; restart #%d in %.0f s",
-            entry.model,
-            runner.device.label,
-            reason,
-            entry.restarts,
-            delay,
-        )
-        if self._on_restart is not None:
-            self._on_restart(entry.model)
-        fresh = Runner(entry.model, runner.device, runner.need)
-        entry.runners.append(fresh)
-        fresh.task = self._spawn(self._launch(entry, fresh, delay))
-
-    async def _drain(self, entry: ModelEntry, runner: Runner, reason: str) -> None:
-        """No new requests; those in flight get ``drain_timeout`` seconds; then stop."""
-        backend = runner.backend
-        assert backend is not None
-        runner.state = RunnerState.DRAINING
-        self.pool.drain(backend)
-        log.info("unloading %s from %s: %s", entry.model, runner.device.label, reason)
-        deadline = self._clock() + self.settings.drain_timeout
-        while self._clock() < deadline:
-            if self._inflight(backend) == 0:
-                break
-            await asyncio.sleep(0.1)
-        await self._stop(entry, runner)
-        self._wake.set()
-
-    async def _stop(self, entry: ModelEntry, runner: Runner) -> None:
-        # The process is gone before its memory counts as free: until then the runner stays
-        # placed (draining), so nothing new is launched onto memory it still holds.
-        await self._dispose(runner)
-        runner.state = RunnerState.STOPPED
-        if runner in entry.runners:
-            entry.runners.remove(runner)
-
-    async def _dispose(self, runner: Runner, grace: float = 10.0) -> None:
-        if runner.backend is not None:
-            self.pool.remove(runner.backend)
-            await runner.backend.client.close()
-        if runner.handle is not None:
-            await runner.handle.stop(grace)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-        return task
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("scheduler task failed", exc_info=task.exception())
 
     # -- an admin's actions (``/admin/runners``, the console) --------------------------------
 
@@ -396,7 +267,7 @@ class Scheduler:
         ready = entry.ready()
         for runner in ready:
             runner.state = RunnerState.DRAINING
-            self._spawn(self._drain(entry, runner, "unloaded by an admin"))
+            self._life.spawn(self._life.drain(entry, runner, "unloaded by an admin"))
         return len(ready)
 
     def restart(self, model: str) -> int:
@@ -406,11 +277,11 @@ class Scheduler:
         ready = entry.ready()
         for runner in ready:
             runner.state = RunnerState.DRAINING
-            self._spawn(self._restart(entry, runner))
+            self._life.spawn(self._restart(entry, runner))
         return len(ready)
 
     async def _restart(self, entry: ModelEntry, runner: Runner) -> None:
-        await self._drain(entry, runner, "restart asked by an admin")
+        await self._life.drain(entry, runner, "restart asked by an admin")
         entry.last_demand = self._clock()
         entry.wanted = True
         self._wake.set()
