@@ -68,10 +68,11 @@ def test_two_turns_remembered_then_ctrl_c_then_bye(
         _say(child, "/set parameter ignore_eos true")
         _wait_prompt(child)
         _say(child, "Tell me a very long story.")
-        # The first streamed word, long before 4000 tokens are done. Three letters, because
-        # the escape sequences prompt_toolkit writes after accepting a line ("\x1b[0m",
-        # "\x1b[?25h") hold a digit or a letter: a Ctrl-C sent on one of those lands before the
-        # answer has started, in prompt_toolkit's own teardown, and no "[stopped]" follows.
+        # Ctrl-C once the answer streams, long before 4000 tokens are done: a backend slot
+        # generating it, and its first word printed. Sent sooner, it lands in prompt_toolkit's
+        # teardown of the accepted line, before the answer has started, and no "[stopped]"
+        # follows (the three letters alone once matched something prompt_toolkit wrote).
+        wait_for("the answer to be generated", lambda: sum(b.busy_slots() for b in backends) > 0)
         child.expect(r"[A-Za-z]{3}")
         child.sendintr()
         child.expect_exact("[stopped]")
