@@ -108,11 +108,19 @@ class Admission(Upkeep):
         try:
             reply = await self._enqueue(waiter_id, waiter, pairs, self.queue_timeout)
         except BaseException:
-            del self._waiters[waiter_id]
+            self._waiters.pop(waiter_id, None)
+            if _holds_lease(waiter):  # handed one meanwhile (below): it goes back
+                self._spawn(self._abandon(waiter_id, waiter))
             raise
-        if reply.status == "granted":
-            del self._waiters[waiter_id]
-            return self._hold(waiter_id, model, reply.backend)
+        # While this script was on its way the store may have come back, and the replica
+        # queued its waiters again (_requeue), this one too: that answer may have come first
+        # and handed it its lease (the same lease: the waiter's id is the lease's).
+        delivered = waiter.future.done()
+        if reply.status == "granted" or delivered:
+            self._waiters.pop(waiter_id, None)
+            if reply.status == "granted":
+                return self._hold(waiter_id, model, reply.backend)
+            return waiter.future.result()
         if reply.status == "full":
             del self._waiters[waiter_id]
             raise QueueFull(
@@ -308,3 +316,8 @@ class Admission(Upkeep):
         slots = sum(b.slots for b in candidates) or 1
         waiting = self._queued[model] + 1
         return max(1.0, math.ceil(self._service_time[model] * waiting / slots))
+
+
+def _holds_lease(waiter: Waiter) -> bool:
+    future = waiter.future
+    return future.done() and not future.cancelled() and future.exception() is None

@@ -425,6 +425,71 @@ async def test_a_replica_that_stalled_past_its_record_queues_its_waiters_again(
         await stalled.stop()
 
 
+class _HeldUpAcquire:
+    """The replica's first acquire script runs in the store at once, and its reply is held
+    up until :meth:`let_through` — a slow round trip, of the kind a store coming back
+    after an outage gives; the store itself answers every call (no stand-in)."""
+
+    def __init__(self, replica: Replica, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._acquire = replica.admission.store.acquire
+        self._gate = asyncio.Event()
+        self.answered = asyncio.Event()  # the held-up script has run in the store
+        self._first = True
+        monkeypatch.setattr(replica.admission.store, "acquire", self._held_up)
+
+    async def _held_up(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        first, self._first = self._first, False
+        reply = await self._acquire(*args, **kwargs)
+        if first:
+            self.answered.set()
+            await self._gate.wait()
+        return reply
+
+    def let_through(self) -> None:
+        self._gate.set()
+
+
+async def test_a_waiter_queued_again_while_its_acquire_is_answered_gets_its_lease_once(
+    client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store came back while a request's acquire was on its way: the replica queues its
+    waiters again (what it does on seeing the store back), that one too, and that second
+    answer comes first and hands it its lease. The first answer then finds the waiter
+    served: the request gets the one lease (it once failed with a 500 here, the lease left
+    held and renewed by nobody's request)."""
+    replica = Replica(client, [backend(9001, 1)])
+    held_up = _HeldUpAcquire(replica, monkeypatch)
+    acquiring = asyncio.create_task(replica.acquire())
+    await asyncio.wait_for(held_up.answered.wait(), 5)
+    await replica.admission._requeue(MODEL)
+    held_up.let_through()
+    lease = await asyncio.wait_for(acquiring, 5)
+    assert lease.backend.name == "127.0.0.1:9001"
+    assert await _leases(client, 9001) == 1
+    await replica.admission.release(lease)
+    assert await _leases(client, 9001) == 0
+    assert replica.admission._held == {} and replica.admission._waiters == {}
+
+
+async def test_a_request_gone_while_its_acquire_was_answered_gives_back_the_lease(
+    client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, but the client leaves before the first answer is read: the lease the second
+    answer handed its waiter goes back to the store, not held until the replica stops."""
+    replica = Replica(client, [backend(9001, 1)])
+    held_up = _HeldUpAcquire(replica, monkeypatch)
+    acquiring = asyncio.create_task(replica.acquire())
+    await asyncio.wait_for(held_up.answered.wait(), 5)
+    await replica.admission._requeue(MODEL)
+    acquiring.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await acquiring
+    async with asyncio.timeout(5):
+        while await _leases(client, 9001):  # noqa: ASYNC110 - the state is in Redis
+            await asyncio.sleep(0.01)
+    assert replica.admission._held == {} and replica.admission._waiters == {}
+
+
 async def test_a_live_replica_keeps_its_waiters_past_the_lease_ttl(client: redis.Redis) -> None:
     """The heartbeat keeps a live replica's waiters queued however long they wait."""
     replica = Replica(client, [backend(9001, 1)], lease_ttl=0.6).start()
