@@ -132,6 +132,8 @@ class Dispatcher:
         exchange.outcome.usage = answer_format.usage(answer)
         exchange.outcome.finish_reasons = answer_format.finish_reasons(answer)
         exchange.outcome.done = True
+        # Awaited, though it costs the answer a round trip to the store: the client's next
+        # request must find this one settled (a key allowed one at a time was refused).
         await self.close(exchange, status=status)
         return body
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.support.processes import Gateway, LlamaServer
+from tests.support.redis_server import RedisServer
 
 ADMIN = "admin-secret-for-tests"
 CHAT = {"model": "smollm2", "max_tokens": 3, "messages": [{"role": "user", "content": "Hi"}]}
@@ -131,6 +132,26 @@ def test_max_concurrency(keyed_gateway: Gateway) -> None:
         assert time.monotonic() < deadline, answer.text
         time.sleep(0.2)
     assert answer.status_code == 200
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_max_concurrency_one_answer_after_another(
+    store: str, backends: list[LlamaServer], redis_server: RedisServer
+) -> None:
+    """A client that sends each request once it has the last answer is never refused by
+    ``max_concurrency: 1``: a whole answer goes out before its lease and place are given
+    back (that round trip is not awaited), and that round trip still reaches the store
+    before the client's next request is checked."""
+    extra = ["--redis-url", redis_server.url] if store == "redis" else []
+    gw = Gateway("--backend", backends[0].url, "--admin-token", ADMIN, *extra).start()
+    try:
+        key = _create(gw, name=f"one-after-another-{store}", max_concurrency=1)
+        headers = {"Authorization": f"Bearer {key['key']}"}
+        with httpx.Client(base_url=gw.url, headers=headers, timeout=120) as client:
+            statuses = [client.post("/v1/chat/completions", json=CHAT) for _ in range(20)]
+        assert [s.status_code for s in statuses] == [200] * 20, [s.text for s in statuses]
+    finally:
+        gw.stop()
 
 
 def test_revocation_lands_within_seconds(keyed_gateway: Gateway) -> None:
