@@ -95,7 +95,7 @@ class DepartureMiddleware:
             _uncancel()
             telemetry = scope.get("state", {}).get("telemetry")
             if telemetry is not None:
-                for close in telemetry.closers:  # an answer opened but never started
+                for close in list(telemetry.closers.values()):  # opened, never started
                     close()
                 if telemetry.status is None:
                     telemetry.status = CLIENT_CLOSED

@@ -110,7 +110,7 @@ class Dispatcher:
         exchange = Exchange(
             request, model, key, limits, lease, upstream, started_at, telemetry=telemetry
         )
-        telemetry.closers.append(lambda: self.close(exchange, status=CLIENT_CLOSED))
+        telemetry.closers[exchange] = lambda: self.close(exchange, status=CLIENT_CLOSED)
         return exchange
 
     async def read_whole(self, exchange: Exchange, *, status: int = 200) -> bytes:
@@ -153,6 +153,8 @@ class Dispatcher:
 
     def close(self, exchange: Exchange, *, status: int | None = None) -> asyncio.Future[None]:
         """Give the lease back and account the request, once, however it ended."""
+        if exchange.telemetry is not None:  # (its closer refers to it: a cycle until then)
+            exchange.telemetry.closers.pop(exchange, None)
         usage = exchange.outcome.usage
         record = self.routing.record(exchange.lease, usage)  # rides on the release
         closing = self.accountant.close(exchange, status=status, also=record)

@@ -125,9 +125,10 @@ class RequestTelemetry:
         self.first_byte_at: float | None = None
         self._holds = 1
         self._done = False
-        #: How to close what the request holds (its exchanges) if its client leaves before
-        #: the answer has started (``api/departures.py``); each is safe to call twice.
-        self.closers: list[Callable[[], object]] = []
+        #: How to close what the request holds (its exchanges, by exchange) if its client
+        #: leaves before the answer has started (``api/departures.py``); each is safe to
+        #: call twice, and forgotten once its exchange is closed.
+        self.closers: dict[object, Callable[[], object]] = {}
 
     @classmethod
     def detached(cls, request_id: str | None = None) -> RequestTelemetry:
@@ -351,3 +352,6 @@ class RequestTelemetryMiddleware:
                 if telemetry.model is None:
                     telemetry.model = state.get("model")
                 telemetry.release()
+                # The state and the telemetry point at each other: without this edge the
+                # request's objects go with their last reference, not at the next collection.
+                state.pop("telemetry", None)
