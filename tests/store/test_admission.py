@@ -449,6 +449,18 @@ class _HeldUpAcquire:
         self._gate.set()
 
 
+async def _queued_again_meanwhile(
+    replica: Replica, monkeypatch: pytest.MonkeyPatch
+) -> tuple[asyncio.Task, _HeldUpAcquire]:
+    """A request's acquire, its answer held up; meanwhile the replica queues its waiters
+    again (what it does on seeing the store back), and that second answer is read first."""
+    held_up = _HeldUpAcquire(replica, monkeypatch)
+    acquiring = asyncio.create_task(replica.acquire())
+    await asyncio.wait_for(held_up.answered.wait(), 5)
+    await replica.admission._requeue(MODEL)
+    return acquiring, held_up
+
+
 async def test_a_waiter_queued_again_while_its_acquire_is_answered_gets_its_lease_once(
     client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -458,10 +470,7 @@ async def test_a_waiter_queued_again_while_its_acquire_is_answered_gets_its_leas
     served: the request gets the one lease (it once failed with a 500 here, the lease left
     held and renewed by nobody's request)."""
     replica = Replica(client, [backend(9001, 1)])
-    held_up = _HeldUpAcquire(replica, monkeypatch)
-    acquiring = asyncio.create_task(replica.acquire())
-    await asyncio.wait_for(held_up.answered.wait(), 5)
-    await replica.admission._requeue(MODEL)
+    acquiring, held_up = await _queued_again_meanwhile(replica, monkeypatch)
     held_up.let_through()
     lease = await asyncio.wait_for(acquiring, 5)
     assert lease.backend.name == "127.0.0.1:9001"
@@ -477,10 +486,7 @@ async def test_a_request_gone_while_its_acquire_was_answered_gives_back_the_leas
     """As above, but the client leaves before the first answer is read: the lease the second
     answer handed its waiter goes back to the store, not held until the replica stops."""
     replica = Replica(client, [backend(9001, 1)])
-    held_up = _HeldUpAcquire(replica, monkeypatch)
-    acquiring = asyncio.create_task(replica.acquire())
-    await asyncio.wait_for(held_up.answered.wait(), 5)
-    await replica.admission._requeue(MODEL)
+    acquiring, _ = await _queued_again_meanwhile(replica, monkeypatch)
     acquiring.cancel()
     with pytest.raises(asyncio.CancelledError):
         await acquiring
