@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 from litestar import Router, post
+from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
 from gateway.api.session import admin_or_session
@@ -51,7 +52,7 @@ def _field(data: dict[str, Any], kind: type[msgspec.Struct], name: str) -> Any:
 
 @post("/runners/{action:str}", status_code=200)
 async def runner_action(
-    action: FromPath[str], data: JSONBody[dict[str, Any]], scheduler: Scheduler
+    action: FromPath[str], data: JSONBody[dict[str, Any]], scheduler: NamedDependency[Scheduler]
 ) -> dict[str, Any]:
     model = _field(data, _ModelAction, "model")
     if action == "load":
@@ -72,7 +73,7 @@ async def runner_action(
 
 @post("/backends/{action:str}", status_code=200)
 async def backend_action(
-    action: FromPath[str], data: JSONBody[dict[str, Any]], pool: Pool
+    action: FromPath[str], data: JSONBody[dict[str, Any]], pool: NamedDependency[Pool]
 ) -> dict[str, Any]:
     name = _field(data, _BackendAction, "backend")
     backend = pool.by_name(name)

@@ -6,6 +6,7 @@ admin token is set). ``/metrics`` wants the metrics token when one is set (auth/
 from __future__ import annotations
 
 from litestar import Request, Response, get
+from litestar.di import NamedDependency
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
 from gateway.admission.leases import Admission
@@ -23,7 +24,9 @@ def health() -> dict:
 
 
 @get("/ready")
-async def ready(request: Request, pool: Pool, admission: Admission) -> Response:
+async def ready(
+    request: Request, pool: NamedDependency[Pool], admission: NamedDependency[Admission]
+) -> Response:
     """200 only while at least one backend can take requests and the store answers — asked
     now (a ``PING`` of at most half a second), not as last seen."""
     backends = [
@@ -48,7 +51,11 @@ async def ready(request: Request, pool: Pool, admission: Admission) -> Response:
     media_type="text/plain; version=0.0.4; charset=utf-8",
     guards=[require_metrics_token],
 )
-async def metrics(pool: Pool, admission: Admission, metrics: Metrics) -> bytes:
+async def metrics(
+    pool: NamedDependency[Pool],
+    admission: NamedDependency[Admission],
+    metrics: NamedDependency[Metrics],
+) -> bytes:
     refresh_pool_gauges(metrics, pool, admission)
     return metrics.render()
 

@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 from litestar import Response, Router, post
 from litestar.connection import ASGIConnection
+from litestar.di import NamedDependency
 from litestar.handlers import BaseRouteHandler
 from litestar.params import JSONBody
 from litestar.response import Stream
@@ -67,7 +68,9 @@ async def _ndjson(settings: Settings, source: str) -> AsyncIterator[bytes]:
 
 
 @post("/api/pull", status_code=200)
-async def pull_model(data: JSONBody[dict[str, Any]], settings: Settings) -> Response | Stream:
+async def pull_model(
+    data: JSONBody[dict[str, Any]], settings: NamedDependency[Settings]
+) -> Response | Stream:
     source = data.get("model") or data.get("name")
     if not isinstance(source, str) or not source.strip():
         raise InvalidRequest("Expected {'model': SOURCE}: a URL, hf:ORG/REPO:QUANT or hf:…/F.gguf")

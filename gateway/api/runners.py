@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import get
+from litestar.di import NamedDependency
 
 from gateway.admission.leases import Admission
 from gateway.auth.guards import require_admin_token_if_set
@@ -34,7 +35,11 @@ def _backend_view(backend: Backend, admission: Admission) -> dict[str, Any]:
 
 
 @get("/runners", guards=[require_admin_token_if_set])
-async def runners(scheduler: Scheduler, pool: Pool, admission: Admission) -> dict:
+async def runners(
+    scheduler: NamedDependency[Scheduler],
+    pool: NamedDependency[Pool],
+    admission: NamedDependency[Admission],
+) -> dict:
     return {
         "models": scheduler.models(),
         "runners": scheduler.runners(),

@@ -155,7 +155,7 @@ async def events(request: Request) -> ServerSentEvent:
 
 @get("/api/requests", guards=[admin_or_session], sync_to_thread=False)
 def requests(
-    recent: RecentRequests,
+    recent: NamedDependency[RecentRequests],
     status: str | None = None,
     key: str | None = None,
     model: str | None = None,
@@ -166,7 +166,9 @@ def requests(
 
 
 @get("/api/keys", guards=[admin_or_session])
-async def list_keys(key_store: NamedDependency[KeyStore], redis: Redis) -> dict[str, Any]:
+async def list_keys(
+    key_store: NamedDependency[KeyStore], redis: NamedDependency[Redis]
+) -> dict[str, Any]:
     """Every key with its tokens used today and this month (UTC) beside its budgets."""
     api_keys = await key_store.list()
     usage = await read_usage(redis, [k for k in api_keys if not k.revoked])

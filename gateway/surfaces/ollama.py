@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, Router, get, head, post, route
 from litestar.background_tasks import BackgroundTask
+from litestar.di import NamedDependency
 from litestar.response import Stream
 
 from gateway.auth.guards import require_api_key
@@ -82,14 +83,20 @@ def version() -> dict[str, str]:
 
 @post("/chat", status_code=200, operation_class=_DOCUMENTED)
 async def chat(
-    request: Request, dispatcher: Dispatcher, scheduler: Scheduler, settings: Settings
+    request: Request,
+    dispatcher: NamedDependency[Dispatcher],
+    scheduler: NamedDependency[Scheduler],
+    settings: NamedDependency[Settings],
 ) -> Response:
     return await _generate(request, dispatcher, scheduler, settings, read_chat, chat=True)
 
 
 @post("/generate", status_code=200, operation_class=_DOCUMENTED)
 async def generate(
-    request: Request, dispatcher: Dispatcher, scheduler: Scheduler, settings: Settings
+    request: Request,
+    dispatcher: NamedDependency[Dispatcher],
+    scheduler: NamedDependency[Scheduler],
+    settings: NamedDependency[Settings],
 ) -> Response:
     return await _generate(request, dispatcher, scheduler, settings, read_generate, chat=False)
 
@@ -208,12 +215,16 @@ async def _wait_loaded(model: str, pool: Pool, scheduler: Scheduler, timeout: fl
 
 
 @post("/embed", status_code=200, operation_class=_DOCUMENTED)
-async def embed(request: Request, dispatcher: Dispatcher, scheduler: Scheduler) -> Response:
+async def embed(
+    request: Request, dispatcher: NamedDependency[Dispatcher], scheduler: NamedDependency[Scheduler]
+) -> Response:
     return await _embed(request, dispatcher, scheduler, legacy=False)
 
 
 @post("/embeddings", status_code=200, operation_class=_DOCUMENTED)
-async def embeddings(request: Request, dispatcher: Dispatcher, scheduler: Scheduler) -> Response:
+async def embeddings(
+    request: Request, dispatcher: NamedDependency[Dispatcher], scheduler: NamedDependency[Scheduler]
+) -> Response:
     """The older route: one ``prompt``, one ``embedding``."""
     return await _embed(request, dispatcher, scheduler, legacy=True)
 
@@ -250,7 +261,9 @@ async def _embed(
 
 
 @get("/tags")
-async def tags(pool: Pool, scheduler: Scheduler) -> dict[str, Any]:
+async def tags(
+    pool: NamedDependency[Pool], scheduler: NamedDependency[Scheduler]
+) -> dict[str, Any]:
     """Every model a ready backend serves and every declared one, then each alias."""
     models = sorted(set(pool.ready_models()) | set(scheduler.entries))
     found = await asyncio.gather(*(find_facts(m, pool, scheduler) for m in models))
@@ -263,7 +276,7 @@ async def tags(pool: Pool, scheduler: Scheduler) -> dict[str, Any]:
 
 
 @get("/ps")
-async def ps(pool: Pool, scheduler: Scheduler) -> dict[str, Any]:
+async def ps(pool: NamedDependency[Pool], scheduler: NamedDependency[Scheduler]) -> dict[str, Any]:
     """The loaded models: ready runners of declared models, and models of backends by URL."""
     ready = pool.ready_models()
     listed = []
@@ -279,7 +292,9 @@ async def ps(pool: Pool, scheduler: Scheduler) -> dict[str, Any]:
 
 
 @post("/show", status_code=200, operation_class=_DOCUMENTED)
-async def show(request: Request, pool: Pool, scheduler: Scheduler) -> dict[str, Any]:
+async def show(
+    request: Request, pool: NamedDependency[Pool], scheduler: NamedDependency[Scheduler]
+) -> dict[str, Any]:
     name = require_model(read_body(await request.body()), legacy_name=True)
     model = _resolve(pool, name)
     facts = await find_facts(model, pool, scheduler, probe_embeddings=True)

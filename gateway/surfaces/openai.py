@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from litestar import Router, get
+from litestar.di import NamedDependency
 from litestar.handlers import HTTPRouteHandler
 
 from gateway.auth.guards import require_api_key
@@ -33,7 +34,7 @@ ROUTES = [
 
 
 @get("/v1/models")
-async def list_models(pool: Pool, scheduler: Scheduler) -> dict:
+async def list_models(pool: NamedDependency[Pool], scheduler: NamedDependency[Scheduler]) -> dict:
     """Every model a ready backend serves and every declared one (with its state: loaded,
     loading, unloaded, failed), under its id and each alias."""
     created = int(time.time())
@@ -51,7 +52,9 @@ async def list_models(pool: Pool, scheduler: Scheduler) -> dict:
 
 
 @get("/v1/models/{model_id:path}")
-async def retrieve_model(model_id: str, pool: Pool, scheduler: Scheduler) -> dict[str, Any]:
+async def retrieve_model(
+    model_id: str, pool: NamedDependency[Pool], scheduler: NamedDependency[Scheduler]
+) -> dict[str, Any]:
     """One model in OpenAI's shape; 404 ``model_not_found`` for a model nobody serves."""
     wanted = model_id.lstrip("/")
     listed: dict[str, Any] = await list_models.fn(pool=pool, scheduler=scheduler)

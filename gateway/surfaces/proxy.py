@@ -10,6 +10,7 @@ from collections.abc import Callable
 from litestar import Request, Response, post
 from litestar.background_tasks import BackgroundTask
 from litestar.connection import ASGIConnection
+from litestar.di import NamedDependency
 from litestar.handlers import HTTPRouteHandler
 from litestar.response import Stream
 
@@ -88,7 +89,7 @@ def forwarding(
     """The route of a surface whose backend speaks its API: read the body (``read``), send
     it down the path, hand the answer back — documented in ``/openapi.json``."""
 
-    async def forward(request: Request, dispatcher: Dispatcher) -> Response:
+    async def forward(request: Request, dispatcher: NamedDependency[Dispatcher]) -> Response:
         parsed = read(endpoint, await request.body(), request)
         return await proxy(request, dispatcher, parsed)
 
