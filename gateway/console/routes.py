@@ -20,7 +20,7 @@ import msgspec
 from litestar import MediaType, Request, Response, Router, delete, get, patch, post
 from litestar.datastructures import Cookie
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 from litestar.static_files import create_static_files_router
@@ -156,10 +156,10 @@ async def events(request: Request) -> ServerSentEvent:
 @get("/api/requests", guards=[admin_or_session], sync_to_thread=False)
 def requests(
     recent: NamedDependency[RecentRequests],
-    status: str | None = None,
-    key: str | None = None,
-    model: str | None = None,
-    limit: int = 100,
+    status: FromQuery[str | None] = None,
+    key: FromQuery[str | None] = None,
+    model: FromQuery[str | None] = None,
+    limit: FromQuery[int] = 100,
 ) -> dict[str, Any]:
     found = recent.query(status=status, key=key, model=model, limit=max(1, min(limit, 1000)))
     return {"object": "list", "data": found}

@@ -9,6 +9,7 @@ from typing import Any
 from litestar import Router, get
 from litestar.di import NamedDependency
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath
 
 from gateway.auth.guards import require_api_key
 from gateway.errors import ModelNotFound
@@ -53,7 +54,7 @@ async def list_models(pool: NamedDependency[Pool], scheduler: NamedDependency[Sc
 
 @get("/v1/models/{model_id:path}")
 async def retrieve_model(
-    model_id: str, pool: NamedDependency[Pool], scheduler: NamedDependency[Scheduler]
+    model_id: FromPath[str], pool: NamedDependency[Pool], scheduler: NamedDependency[Scheduler]
 ) -> dict[str, Any]:
     """One model in OpenAI's shape; 404 ``model_not_found`` for a model nobody serves."""
     wanted = model_id.lstrip("/")
