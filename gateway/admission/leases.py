@@ -112,14 +112,14 @@ class Admission(Upkeep):
             if _holds_lease(waiter):  # handed one meanwhile (below): it goes back
                 self._spawn(self._abandon(waiter_id, waiter))
             raise
-        # While this script was on its way the store may have come back, and the replica
-        # queued its waiters again (_requeue), this one too: that answer may have come first
-        # and handed it its lease (the same lease: the waiter's id is the lease's).
-        delivered = waiter.future.done()
-        if reply.status == "granted" or delivered:
+        if reply.status == "granted":
             self._waiters.pop(waiter_id, None)
-            if reply.status == "granted":
-                return self._hold(waiter_id, model, reply.backend)
+            return self._hold(waiter_id, model, reply.backend)
+        if waiter.future.done():
+            # While this script was on its way the store came back and the replica queued
+            # its waiters again (_requeue), this one too, and that answer came first: it
+            # handed the waiter its lease (the same one: the waiter's id is the lease's).
+            self._waiters.pop(waiter_id, None)
             return waiter.future.result()
         if reply.status == "full":
             del self._waiters[waiter_id]
