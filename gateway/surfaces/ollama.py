@@ -5,7 +5,7 @@ and ``/api/show`` describe the models; ``/``, ``HEAD /`` and ``/api/version`` an
 probes Ollama clients send first. Refusals leave as ``{"error": "…"}`` (``surfaces/errors``).
 
 Reading requests: :mod:`.ollama_requests`; writing answers: :mod:`.ollama_answers`; the
-model views: :mod:`.ollama_models`.
+model views' routes and facts: :mod:`.ollama_models`.
 """
 
 from __future__ import annotations
@@ -37,14 +37,13 @@ from gateway.runners.scheduler import Scheduler
 from gateway.runners.state import ModelState
 from gateway.surfaces import Surface
 from gateway.surfaces.ollama_answers import AnswerTranslator, created_at, embed_answer, ndjson
-from gateway.surfaces.ollama_models import find_facts, ps_entry, show_answer, tag_entry
+from gateway.surfaces.ollama_models import context_per_request, ps, resolve_model, show, tags
 from gateway.surfaces.ollama_requests import (
     OllamaRequest,
     read_body,
     read_chat,
     read_embed,
     read_generate,
-    require_model,
 )
 from gateway.surfaces.openapi import documented
 
@@ -112,7 +111,7 @@ async def _generate(
 ) -> Response:
     started_at = time.monotonic()
     asked = read(read_body(await request.body()))
-    model = _resolve(dispatcher.pool, asked.model)
+    model = resolve_model(dispatcher.pool, asked.model)
     request.state.model = model
     if asked.endpoint is None:  # no prompt: load (or, with keep_alive 0, unload) the model
         return await _load_or_unload(request, asked, model, dispatcher, scheduler, settings, chat)
@@ -234,7 +233,7 @@ async def _embed(
 ) -> Response:
     started_at = time.monotonic()
     asked = read_embed(read_body(await request.body()), legacy=legacy)
-    model = _resolve(dispatcher.pool, asked.model)
+    model = resolve_model(dispatcher.pool, asked.model)
     request.state.model = model
     _check_context(asked, model, dispatcher.pool, scheduler)
     exchange, load_seconds = await _open(request, asked, model, dispatcher)
@@ -255,51 +254,6 @@ async def _embed(
     if legacy:
         return _json({"embedding": out["embeddings"][0]})
     return _json(out, exchange.limits.headers())
-
-
-# -- the model views ------------------------------------------------------------------------
-
-
-@get("/tags")
-async def tags(
-    pool: NamedDependency[Pool], scheduler: NamedDependency[Scheduler]
-) -> dict[str, Any]:
-    """Every model a ready backend serves and every declared one, then each alias."""
-    models = sorted(set(pool.ready_models()) | set(scheduler.entries))
-    found = await asyncio.gather(*(find_facts(m, pool, scheduler) for m in models))
-    facts = dict(zip(models, found, strict=True))
-    listed = [tag_entry(model, facts[model]) for model in models]
-    for alias, target in sorted(pool.aliases.items()):
-        if target in facts and alias not in facts:
-            listed.append(tag_entry(alias, facts[target], parent=target))
-    return {"models": listed}
-
-
-@get("/ps")
-async def ps(pool: NamedDependency[Pool], scheduler: NamedDependency[Scheduler]) -> dict[str, Any]:
-    """The loaded models: ready runners of declared models, and models of backends by URL."""
-    ready = pool.ready_models()
-    listed = []
-    for model in sorted(set(ready) | set(scheduler.entries)):
-        entry = scheduler.entries.get(model)
-        if (entry is not None and not entry.ready()) or (entry is None and model not in ready):
-            continue
-        facts = await find_facts(model, pool, scheduler)
-        shown = ps_entry(model, facts, entry, ready.get(model, []))
-        if shown is not None:
-            listed.append(shown)
-    return {"models": listed}
-
-
-@post("/show", status_code=200, operation_class=_DOCUMENTED)
-async def show(
-    request: Request, pool: NamedDependency[Pool], scheduler: NamedDependency[Scheduler]
-) -> dict[str, Any]:
-    name = require_model(read_body(await request.body()), legacy_name=True)
-    model = _resolve(pool, name)
-    facts = await find_facts(model, pool, scheduler, probe_embeddings=True)
-    parent = model if name not in (model, f"{model}:latest") else ""
-    return show_answer(name, facts, _context_per_request(model, pool, scheduler), parent)
 
 
 # -- model management Ollama has and the gateway leaves to its config ----------------------
@@ -327,33 +281,12 @@ async def model_management(request: Request) -> None:
 # -- checks ---------------------------------------------------------------------------------
 
 
-def _resolve(pool: Pool, name: str) -> str:
-    """The model id ``name`` means; Ollama's implied ``:latest`` tag is accepted."""
-    for candidate in dict.fromkeys((name, name.removesuffix(":latest"))):
-        try:
-            return pool.resolve(candidate)
-        except ModelNotFound:
-            continue
-    raise ModelNotFound(f"model '{name}' not found", param="model")
-
-
-def _context_per_request(model: str, pool: Pool, scheduler: Scheduler) -> int:
-    """Tokens one request of ``model`` may use: the widest backend's slot context, or for a
-    declared model not loaded yet, its ``ctx_size`` shared by its ``parallel`` slots."""
-    widest = max((b.n_ctx for b in pool.serving(model)), default=0)
-    entry = scheduler.entries.get(model)
-    if widest or entry is None:
-        return widest
-    unified = any(a in ("-kvu", "--kv-unified") for a in entry.spec.extra_args)
-    return entry.spec.ctx_size if unified else entry.spec.ctx_size // max(1, entry.spec.parallel)
-
-
 def _check_context(asked: OllamaRequest, model: str, pool: Pool, scheduler: Scheduler) -> None:
     """``options.num_ctx`` cannot grow a runner's context (the gateway's config sets it): a
     request asking for more than a slot holds is refused rather than silently cut short."""
     if asked.num_ctx is None:
         return
-    limit = _context_per_request(model, pool, scheduler)
+    limit = context_per_request(model, pool, scheduler)
     if limit and asked.num_ctx > limit:
         raise InvalidRequest(
             f"num_ctx {asked.num_ctx} is larger than the {limit} tokens of context each "

@@ -1,5 +1,7 @@
-"""What Ollama's model views show: ``/api/tags`` (every model), ``/api/ps`` (the loaded
-ones) and ``/api/show`` (one model's details).
+"""Ollama's model views — ``/api/tags`` (every model), ``/api/ps`` (the loaded ones) and
+``/api/show`` (one model's details) — their routes and what they show; and the two questions
+every Ollama route asks of a name: which model it means, and how much context a request of it
+gets.
 
 The facts come from the GGUF header for a model the gateway runs itself (or whose file it
 can read), and from llama-server's ``/props`` and ``/v1/models`` for a backend given by URL.
@@ -22,15 +24,32 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import gguf
+from litestar import Request, get, post
+from litestar.di import NamedDependency
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, ModelNotFound
 from gateway.gguf_header import read_header
 from gateway.pool.backend import Backend
 from gateway.pool.pool import Pool
 from gateway.runners.scheduler import MIN_IDLE, Scheduler
 from gateway.runners.state import ModelEntry, RunnerState
+from gateway.surfaces import Surface
+from gateway.surfaces.ollama_requests import read_body, require_model
+from gateway.surfaces.openapi import documented
 
-__all__ = ["ModelFacts", "find_facts", "human_number", "ps_entry", "show_answer", "tag_entry"]
+__all__ = [
+    "ModelFacts",
+    "context_per_request",
+    "find_facts",
+    "human_number",
+    "ps",
+    "ps_entry",
+    "resolve_model",
+    "show",
+    "show_answer",
+    "tag_entry",
+    "tags",
+]
 
 PROBE_TIMEOUT = 3.0
 #: Arrays longer than this (vocabularies, merges) are left out of ``model_info``, as Ollama
@@ -297,3 +316,72 @@ def show_answer(name: str, facts: ModelFacts, n_ctx: int, parent: str = "") -> d
         "capabilities": facts.capabilities,
         "modified_at": _iso(modified),
     }
+
+
+# -- which model, and how much context ----------------------------------------------------
+
+
+def resolve_model(pool: Pool, name: str) -> str:
+    """The model id ``name`` means; Ollama's implied ``:latest`` tag is accepted."""
+    for candidate in dict.fromkeys((name, name.removesuffix(":latest"))):
+        try:
+            return pool.resolve(candidate)
+        except ModelNotFound:
+            continue
+    raise ModelNotFound(f"model '{name}' not found", param="model")
+
+
+def context_per_request(model: str, pool: Pool, scheduler: Scheduler) -> int:
+    """Tokens one request of ``model`` may use: the widest backend's slot context, or for a
+    declared model not loaded yet, its ``ctx_size`` shared by its ``parallel`` slots."""
+    widest = max((b.n_ctx for b in pool.serving(model)), default=0)
+    entry = scheduler.entries.get(model)
+    if widest or entry is None:
+        return widest
+    unified = any(a in ("-kvu", "--kv-unified") for a in entry.spec.extra_args)
+    return entry.spec.ctx_size if unified else entry.spec.ctx_size // max(1, entry.spec.parallel)
+
+
+# -- the model views ------------------------------------------------------------------------
+
+
+@get("/tags")
+async def tags(
+    pool: NamedDependency[Pool], scheduler: NamedDependency[Scheduler]
+) -> dict[str, Any]:
+    """Every model a ready backend serves and every declared one, then each alias."""
+    models = sorted(set(pool.ready_models()) | set(scheduler.entries))
+    found = await asyncio.gather(*(find_facts(m, pool, scheduler) for m in models))
+    facts = dict(zip(models, found, strict=True))
+    listed = [tag_entry(model, facts[model]) for model in models]
+    for alias, target in sorted(pool.aliases.items()):
+        if target in facts and alias not in facts:
+            listed.append(tag_entry(alias, facts[target], parent=target))
+    return {"models": listed}
+
+
+@get("/ps")
+async def ps(pool: NamedDependency[Pool], scheduler: NamedDependency[Scheduler]) -> dict[str, Any]:
+    """The loaded models: ready runners of declared models, and models of backends by URL."""
+    ready = pool.ready_models()
+    listed = []
+    for model in sorted(set(ready) | set(scheduler.entries)):
+        entry = scheduler.entries.get(model)
+        if (entry is not None and not entry.ready()) or (entry is None and model not in ready):
+            continue
+        facts = await find_facts(model, pool, scheduler)
+        shown = ps_entry(model, facts, entry, ready.get(model, []))
+        if shown is not None:
+            listed.append(shown)
+    return {"models": listed}
+
+
+@post("/show", status_code=200, operation_class=documented(None, Surface.OLLAMA))
+async def show(
+    request: Request, pool: NamedDependency[Pool], scheduler: NamedDependency[Scheduler]
+) -> dict[str, Any]:
+    name = require_model(read_body(await request.body()), legacy_name=True)
+    model = resolve_model(pool, name)
+    facts = await find_facts(model, pool, scheduler, probe_embeddings=True)
+    parent = model if name not in (model, f"{model}:latest") else ""
+    return show_answer(name, facts, context_per_request(model, pool, scheduler), parent)
