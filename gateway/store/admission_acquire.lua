@@ -22,9 +22,12 @@ local now = now_ms()
 
 local lapsed
 
-local function reply(status, detail, grants)
-  local out = { status, detail, tonumber(redis.call('GET', P .. 'q:n')) or 0, lapsed and 1 or 0 }
-  for _, n in ipairs(loads(cands, now)) do out[#out + 1] = n end
+-- counts (leases per candidate) and queued (waiters queued): passed when this call already
+-- knows them, else read here.
+local function reply(status, detail, grants, counts, queued)
+  queued = queued or tonumber(redis.call('GET', P .. 'q:n')) or 0
+  local out = { status, detail, queued, lapsed and 1 or 0 }
+  for _, n in ipairs(counts or loads(cands, now)) do out[#out + 1] = n end
   out[#out + 1] = '|'
   for _, g in ipairs(grants) do out[#out + 1] = g end
   return out
@@ -47,11 +50,12 @@ if not already and queued == 0 and bound > 0 then
   -- a free slot that the waiter did not exclude (having purged every candidate's expired
   -- leases to count them) and move the key's finish tag and the virtual time on by
   -- cost / weight; nothing else in the queue changes, as nothing else is in it.
-  local excluded, free = ',' .. exclude .. ',', nil
-  for _, c in ipairs(cands) do
-    local room = c[2] - live(c[1], now)
-    if not free and room > 0 and not string.find(excluded, ',' .. c[1] .. ',', 1, true) then
-      free = c[1]
+  local excluded, free, counts = ',' .. exclude .. ',', nil, {}
+  for i, c in ipairs(cands) do
+    counts[i] = live(c[1], now)
+    if not free and c[2] > counts[i] and not string.find(excluded, ',' .. c[1] .. ',', 1, true)
+    then
+      free = i
     end
   end
   if free then
@@ -60,8 +64,9 @@ if not already and queued == 0 and bound > 0 then
     local tag = math.max(vt, ft) + cost / weight
     redis.call('SET', P .. 'vt', tag)
     redis.call('HSET', P .. 'ft', key_id, tag)
-    redis.call('ZADD', lease_key(free), now + lease_ttl, waiter)
-    return reply('granted', free, {})
+    redis.call('ZADD', lease_key(cands[free][1]), now + lease_ttl, waiter)
+    counts[free] = counts[free] + 1
+    return reply('granted', cands[free][1], {}, counts, 0)
   end
 end
 local grants = {}
@@ -110,7 +115,7 @@ if not already then
   end
 end
 
-local more = pump(now, cands, grant_ttl)
+local more, counts = pump(now, cands, grant_ttl)
 for _, g in ipairs(more) do grants[#grants + 1] = g end
 local mine
 local others = {}
@@ -124,7 +129,8 @@ for i = 1, #grants, 3 do
   end
 end
 if mine then
-  redis.call('ZADD', lease_key(mine), 'XX', now + lease_ttl, waiter)
-  return reply('granted', mine, others)
+  redis.call('ZADD', lease_key(mine), 'XX', now + lease_ttl, waiter)  -- (no new lease)
+  return reply('granted', mine, others, counts)
 end
-return reply('queued', redis.call('GET', P .. 'q:n'), others)
+local queued_now = redis.call('GET', P .. 'q:n')
+return reply('queued', queued_now, others, counts, tonumber(queued_now) or 0)

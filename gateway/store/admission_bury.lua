@@ -13,8 +13,7 @@ redis.call('SET', k, '0' .. reach, 'PX', 60000)
 for i = 5 + 2 * #cands, #ARGV, 2 do
   redis.call('ZREM', lease_key(ARGV[i]), ARGV[i + 1])
 end
-local grants = pump(now, cands, grant_ttl)
-local out = loads(cands, now)
+local grants, out = pump(now, cands, grant_ttl)  -- out: the loads, then grants
 out[#out + 1] = '|'
 for _, g in ipairs(grants) do out[#out + 1] = g end
 return out

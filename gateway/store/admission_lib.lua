@@ -93,8 +93,9 @@ local SCAN = 16
 -- Hand free slots to waiters, the key with the smallest finish tag first; within a key, the
 -- first waiter (by priority, then FIFO) that may use a free slot: its replica is alive and
 -- reaches that backend, and the backend is not one it excluded. Waiters past their deadline
--- or of a dead replica are dropped on the way. Returns a flat list of grants: replica,
--- waiter (= lease id), backend for each.
+-- or of a dead replica are dropped on the way. Returns a flat list of grants (replica,
+-- waiter (= lease id), backend for each) and the leases per candidate after them: what
+-- ``loads`` would count, known here without asking again.
 local function pump(now, cands, grant_ttl)
   local grants = {}
   local room = {}
@@ -168,7 +169,9 @@ local function pump(now, cands, grant_ttl)
       end
     end
   end
-  return grants
+  local counts = {}
+  for i, c in ipairs(cands) do counts[i] = c[2] - room[i] end
+  return grants, counts
 end
 
 -- Leases per candidate after the change, for the routing snapshot.

@@ -9,9 +9,9 @@ local grant_ttl, replica, alive_ttl = tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[
 local cands = read_candidates(5)
 local now = now_ms()
 local lapsed = note_replica(replica, cands, now, alive_ttl)
-local grants = pump(now, cands, grant_ttl)
+local grants, counts = pump(now, cands, grant_ttl)
 local out = { lapsed and 1 or 0, tonumber(redis.call('GET', P .. 'q:n')) or 0 }
-for _, n in ipairs(loads(cands, now)) do out[#out + 1] = n end
+for _, n in ipairs(counts) do out[#out + 1] = n end
 out[#out + 1] = '|'
 for _, g in ipairs(grants) do out[#out + 1] = g end
 return out
