@@ -48,6 +48,8 @@ class Exchange:
     finished: bool = False
     outcome: StreamOutcome = field(default_factory=StreamOutcome)
     closing: asyncio.Future[None] | None = None
+    #: Resolved once the release and the settlement are written to the store (see close).
+    settlement_sent: asyncio.Future[None] | None = None
     telemetry: RequestTelemetry | None = None
 
     @property
@@ -82,6 +84,9 @@ class Accountant:
 
         Runs as a task of its own: a stream cut off by a client disconnect is inside a
         cancelled scope, where any await would be cancelled again before the lease is back.
+        ``exchange.settlement_sent`` is resolved once the release and the settlement are
+        written to the store, before their replies are in: whatever the store is sent after
+        that (the client's next request, on any replica) finds them done.
         """
         if exchange.closing is not None:
             return exchange.closing
@@ -105,22 +110,32 @@ class Accountant:
                 first_byte_at=outcome.first_byte_at,
                 response_model=exchange.backend.model_id,
             )
-        exchange.closing = asyncio.ensure_future(self._settle(exchange, status, usage, also))
+        sent = exchange.settlement_sent = asyncio.get_running_loop().create_future()
+        exchange.closing = asyncio.ensure_future(self._settle(exchange, status, usage, also, sent))
         self._closing.add(exchange.closing)
         exchange.closing.add_done_callback(self._closing.discard)
         return exchange.closing
 
     async def _settle(
-        self, exchange: Exchange, status: int, usage: Usage | None, also: Command[Any] | None
+        self,
+        exchange: Exchange,
+        status: int,
+        usage: Usage | None,
+        also: Command[Any] | None,
+        sent: asyncio.Future[None],
     ) -> None:
         limits = exchange.limits
         charged = usage.total if usage is not None else limits.estimated_tokens
         redis = self.admission.store.redis
-        release = self.admission.release(exchange.lease)
-        settle = self.limiter.settle(
-            exchange.key, limits.estimated_tokens, charged, request_id=limits.request_id
-        )
-        await run(redis, release, settle, *([also] if also is not None else []))
+        try:
+            release = self.admission.release(exchange.lease)
+            settle = self.limiter.settle(
+                exchange.key, limits.estimated_tokens, charged, request_id=limits.request_id
+            )
+            await run(redis, release, settle, *([also] if also is not None else []), sent=sent)
+        finally:
+            if not sent.done():
+                sent.set_result(None)
         self._account(exchange, status, usage or Usage())
 
     def _account(self, exchange: Exchange, status: int, usage: Usage) -> None:

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import msgspec
 
@@ -132,9 +132,13 @@ class Dispatcher:
         exchange.outcome.usage = answer_format.usage(answer)
         exchange.outcome.finish_reasons = answer_format.finish_reasons(answer)
         exchange.outcome.done = True
-        # Awaited, though it costs the answer a round trip to the store: the client's next
-        # request must find this one settled (a key allowed one at a time was refused).
-        await self.close(exchange, status=status)
+        # The answer waits until the release and the settlement are written to the store: the
+        # client's next request must find this one settled (a key allowed one at a time was
+        # refused otherwise). The store runs what reaches it in order, so the answer need not
+        # wait for their replies too (a round trip).
+        # (Cancelled here, only that wait ends: the closing task runs on.)
+        self.close(exchange, status=status)
+        await cast(asyncio.Future[None], exchange.settlement_sent)
         return body
 
     async def stream(self, exchange: Exchange) -> AsyncIterator[bytes]:

@@ -1,7 +1,8 @@
 """The store's client: redis-py's, with one lean round trip for the request path.
 
 A request makes three round trips to Redis (limits beside the affinity lookup, the lease,
-then the settlement beside the release), each a few scripts. Through a redis-py pipeline
+then the settlement beside the release — a whole answer waits only for that last one to be
+written, ``sent``), each a few scripts. Through a redis-py pipeline
 each cost ~150 µs of the gateway's core; :meth:`StoreClient.send_commands` does the same
 exchange on the same pooled connections for a fraction of it, and sends the round trips
 that concurrent requests ask for in the same turn of the event loop as one (figures in
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import hiredis
@@ -31,7 +32,9 @@ class CommandSender(Protocol):
     """What the request path's round trip needs of a store client: :class:`StoreClient`,
     or ``memory://``'s ``EmbeddedRedis``."""
 
-    async def send_commands(self, commands: Sequence[Sequence[Any]]) -> list[Any]: ...
+    async def send_commands(
+        self, commands: Sequence[Sequence[Any]], *, sent: asyncio.Future[None] | None = None
+    ) -> list[Any]: ...
 
 
 class StoreClient(redis.Redis):
@@ -44,9 +47,14 @@ class StoreClient(redis.Redis):
         self._gathered_on: asyncio.AbstractEventLoop | None = None
         self._sending: set[asyncio.Task[None]] = set()
 
-    async def send_commands(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    async def send_commands(
+        self, commands: Sequence[Sequence[Any]], *, sent: asyncio.Future[None] | None = None
+    ) -> list[Any]:
         """Send ``commands`` (each a command's arguments) in one round trip; their replies,
-        an error reply as its ``ResponseError``.
+        an error reply as its ``ResponseError``. ``sent``, if given, is resolved as soon as
+        they are written to Redis (or the round trip failed): Redis runs what reaches it in
+        the order it arrives, on whichever connection, so whatever is written after that —
+        by this replica or by another — runs after them.
 
         Every round trip asked for in one turn of the event loop — under load, many
         requests reach the store in the same turn — goes out together, in one write on one
@@ -74,7 +82,7 @@ class StoreClient(redis.Redis):
             gathering = self._gathering = []
             self._gathered_on = loop
             loop.call_soon(self._send_gathered, gathering)
-        gathering.append(_Asked(packed, len(commands), waiting))
+        gathering.append(_Asked(packed, len(commands), waiting, sent))
         return await waiting
 
     def _send_gathered(self, gathered: list[_Asked]) -> None:
@@ -89,8 +97,14 @@ class StoreClient(redis.Redis):
         round trip's error."""
         packed = b"".join([asked.packed for asked in gathered])
         count = sum(asked.expected for asked in gathered)
+
+        def written() -> None:
+            for asked in gathered:
+                if asked.sent is not None and not asked.sent.done():
+                    asked.sent.set_result(None)
+
         try:
-            replies = await self._send_retrying_once(packed, count)
+            replies = await self._send_retrying_once(packed, count, written)
         except asyncio.CancelledError:  # the loop is closing
             for asked in gathered:
                 asked.waiting.cancel()
@@ -100,34 +114,39 @@ class StoreClient(redis.Redis):
                 if not asked.waiting.done():
                     asked.waiting.set_exception(_own_copy(exc))
             return
+        finally:
+            written()  # (failed: no one waits for a write that will not come)
         at = 0
         for asked in gathered:
             if not asked.waiting.done():  # not cancelled meanwhile
                 asked.waiting.set_result(replies[at : at + asked.expected])
             at += asked.expected
 
-    async def _send_retrying_once(self, packed: bytes, count: int) -> list[Any]:
+    async def _send_retrying_once(
+        self, packed: bytes, count: int, written: Callable[[], None]
+    ) -> list[Any]:
         """``count`` replies to ``packed`` on a pooled connection; once more on a fresh one if
         that connection turns out broken."""
         pool: Any = self.connection_pool
         connection = await pool.take()
         try:
             try:
-                return await _exchange(connection, packed, count)
+                return await _exchange(connection, packed, count, written)
             except redis_errors.ConnectionError:  # _exchange dropped the connection
                 await asyncio.sleep(RETRY_PAUSE)
-                return await _exchange(connection, packed, count)
+                return await _exchange(connection, packed, count, written)
         finally:
             pool.give_back(connection)
 
 
 class _Asked(NamedTuple):
-    """One caller's share of a round trip: its packed commands, the replies they make, and
-    the future they are handed to."""
+    """One caller's share of a round trip: its packed commands, the replies they make, the
+    future they are handed to, and the one resolved once they are written (if it asked)."""
 
     packed: bytes
     expected: int
     waiting: asyncio.Future[list[Any]]
+    sent: asyncio.Future[None] | None
 
 
 def _own_copy(exc: Exception) -> Exception:
@@ -141,10 +160,12 @@ def _own_copy(exc: Exception) -> Exception:
     return copy
 
 
-async def _exchange(connection: Any, packed: bytes, count: int) -> list[Any]:
+async def _exchange(
+    connection: Any, packed: bytes, count: int, written: Callable[[], None]
+) -> list[Any]:
     """Write ``packed`` on ``connection`` (connecting it first if it is not, checking it
-    with a ``PING`` if it sat idle past its health-check interval) and read ``count``
-    replies, within the connection's ``socket_timeout``."""
+    with a ``PING`` if it sat idle past its health-check interval), call ``written``, and
+    read ``count`` replies, within the connection's ``socket_timeout``."""
     try:
         async with asyncio.timeout(connection.socket_timeout):
             if not connection.is_connected:
@@ -154,6 +175,7 @@ async def _exchange(connection: Any, packed: bytes, count: int) -> list[Any]:
                 await connection._send_packed_command((packed,))
             except OSError as exc:
                 raise redis_errors.ConnectionError(f"Error while writing to Redis: {exc}") from exc
+            written()
             replies: list[Any] = []
             for _ in range(count):
                 try:

@@ -245,19 +245,24 @@ async def execute(pipe: Pipeline) -> list[Any]:
 
 
 async def send_scripts(
-    client: redis.Redis, calls: Sequence[tuple[AsyncScript, Sequence[Any], Sequence[Any]]]
+    client: redis.Redis,
+    calls: Sequence[tuple[AsyncScript, Sequence[Any], Sequence[Any]]],
+    *,
+    sent: asyncio.Future[None] | None = None,
 ) -> list[Any]:
     """Run registered scripts — ``(script, keys, args)`` each — in one round trip, by
     digest; each one's reply, or the error that stood for it: its own (a script error), or
     the round trip's (Redis unreachable) for all of them, as :func:`round_trip` does. A
     script Redis does not know is sent once more by its text, as :func:`execute` does.
-    ``client`` is one :func:`connect` made: both stores send commands the same way."""
+    ``client`` is one :func:`connect` made: both stores send commands the same way.
+    ``sent``: see ``StoreClient.send_commands`` (a script sent again by its text, after a
+    Redis restart, goes out after ``sent`` was resolved)."""
     if not calls:
         return []
     send = cast(CommandSender, client).send_commands
     commands = [("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args in calls]
     try:
-        replies = await send(commands)
+        replies = await send(commands, sent=sent)
         unknown = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if unknown:
             again = [("EVAL", calls[i][0].script, *commands[i][2:]) for i in unknown]

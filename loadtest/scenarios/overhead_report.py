@@ -32,9 +32,10 @@ def notes(results: dict) -> list[str]:
             f"Latency at {top['rate']} req/s, non-streamed: the HTTP stack alone adds "
             f"{fmt(hop.get('p50'))} ms at p50 ({fmt(hop.get('p99'))} at p99) — one more "
             f"loopback hop, parsed and relayed; gateway-redis adds {fmt(gw.get('p50'))} "
-            f"({fmt(gw.get('p99'))}), with three more hops to Redis in sequence (limits + "
-            "lookup, the lease; release + settlement before a non-streamed answer is "
-            "returned, so a client's next request never finds its last one still counted)."
+            f"({fmt(gw.get('p99'))}), with more hops to Redis in sequence (limits + "
+            "lookup, the lease), and a non-streamed answer held until its release + "
+            "settlement are written to Redis (not answered), so a client's next request "
+            "never finds its last one still counted)."
         )
     floor = results["max_rps"].get("relay-floor", {}).get("requests_per_s")
     if floor:

@@ -7,10 +7,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+import redis
 
+from gateway.store import keys
 from tests.support.processes import Gateway, LlamaServer
 from tests.support.redis_server import RedisServer
 
@@ -139,9 +142,9 @@ def test_max_concurrency_one_answer_after_another(
     store: str, backends: list[LlamaServer], redis_server: RedisServer
 ) -> None:
     """A client that sends each request once it has the last answer is never refused by
-    ``max_concurrency: 1``: a whole answer goes out before its lease and place are given
-    back (that round trip is not awaited), and that round trip still reaches the store
-    before the client's next request is checked."""
+    ``max_concurrency: 1``: a whole answer goes out once its lease and place are given back
+    to the store — written to it, not yet answered — and the store runs them before the
+    client's next request is checked."""
     extra = ["--redis-url", redis_server.url] if store == "redis" else []
     gw = Gateway("--backend", backends[0].url, "--admin-token", ADMIN, *extra).start()
     try:
@@ -151,6 +154,48 @@ def test_max_concurrency_one_answer_after_another(
             statuses = [client.post("/v1/chat/completions", json=CHAT) for _ in range(20)]
         assert [s.status_code for s in statuses] == [200] * 20, [s.text for s in statuses]
     finally:
+        gw.stop()
+
+
+def test_whole_answer_waits_for_its_settlement_to_be_written_not_answered(
+    backends: list[LlamaServer], redis_server: RedisServer
+) -> None:
+    """While Redis holds its writes back (``CLIENT PAUSE … WRITE``), a whole answer
+    generated meanwhile still arrives, its request still counted in flight: the answer waited
+    for its release and settlement to be written to Redis, not for Redis to run them (a round
+    trip less). The client's next request, sent at once, waits in Redis behind them and is
+    not refused by ``max_concurrency: 1``: Redis runs what it was sent in order."""
+    gw = Gateway(
+        "--backend", backends[0].url, "--admin-token", ADMIN, "--redis-url", redis_server.url
+    ).start()  # fmt: skip
+    store = redis.Redis.from_url(redis_server.url)
+    try:
+        key = _create(gw, name="settled-in-order", max_concurrency=1)
+        in_flight = keys.limit(key["id"], "conc")
+        headers = {"Authorization": f"Bearer {key['key']}"}
+        long = {**CHAT, "max_tokens": 64, "ignore_eos": True}
+        with (
+            httpx.Client(base_url=gw.url, headers=headers, timeout=120) as client,
+            ThreadPoolExecutor(1) as send,
+        ):
+            assert client.post("/v1/chat/completions", json=CHAT).status_code == 200  # warm
+            first = send.submit(client.post, "/v1/chat/completions", json=long)
+            deadline = time.monotonic() + 30
+            while backends[0].busy_slots() == 0:
+                assert time.monotonic() < deadline, "the answer never started"
+                time.sleep(0.01)
+            store.execute_command("CLIENT", "PAUSE", 20000, "WRITE")
+            try:
+                assert first.result(timeout=15).status_code == 200
+                assert store.zcard(in_flight) == 1  # settled only once Redis runs writes again
+                following = send.submit(client.post, "/v1/chat/completions", json=CHAT)
+                time.sleep(0.3)  # (it reaches Redis, behind the settlement, while paused)
+            finally:
+                store.execute_command("CLIENT", "UNPAUSE")
+            assert following.result(timeout=60).status_code == 200, following.result().text
+        assert store.zcard(in_flight) == 0
+    finally:
+        store.close()
         gw.stop()
 
 

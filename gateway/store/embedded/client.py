@@ -131,10 +131,19 @@ class EmbeddedRedis(_Calls, redis.Redis):  # type: ignore[misc]
             return await self._block(args, options)
         return self._run(args, options)
 
-    async def send_commands(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    async def send_commands(
+        self, commands: Sequence[Sequence[Any]], *, sent: asyncio.Future[None] | None = None
+    ) -> list[Any]:
         """``StoreClient.send_commands``: run ``commands`` (each a command's arguments) in
         one step; their raw replies (no response callbacks, as hiredis reads them), an error
-        reply as its ``ResponseError``."""
+        reply as its ``ResponseError``. ``sent`` is resolved once they have run."""
+        try:
+            return await self._run_commands(commands)
+        finally:
+            if sent is not None and not sent.done():
+                sent.set_result(None)
+
+    async def _run_commands(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         await asyncio.sleep(0)
         encode, execute = self._encode, self.server.execute
         replies: list[Any] = []
