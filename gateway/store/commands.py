@@ -102,21 +102,17 @@ async def run(
     """Send ``commands`` in one round trip (none when none of them has a script); their
     results in order. A reader's exception propagates after every reader has run.
 
-    ``sent``, if given, is resolved once the commands are written to the store, ahead of
-    anything sent to it later (``StoreClient.send_commands``) — for scripts only; a round
-    trip with other commands resolves it when its replies are in."""
-    try:
-        if any(command.queue is not None for command in commands):
-            async with redis.pipeline(transaction=False) as pipe:
-                for command in commands:
-                    command.queue_on(pipe)
-                replies = iter(await round_trip(pipe))
-        else:  # scripts only: the request path's lean round trip
-            calls = [(c.script, c.keys, c.args) for c in commands if c.script is not None]
-            replies = iter(await send_scripts(redis, calls, sent=sent))
-    finally:
-        if sent is not None and not sent.done():
-            sent.set_result(None)
+    ``sent`` goes to the scripts' round trip, which resolves it once they are written to the
+    store (``StoreClient.send_commands``); a round trip with other commands leaves it to the
+    caller, who resolves it once ``run`` returns."""
+    if any(command.queue is not None for command in commands):
+        async with redis.pipeline(transaction=False) as pipe:
+            for command in commands:
+                command.queue_on(pipe)
+            replies = iter(await round_trip(pipe))
+    else:  # scripts only: the request path's lean round trip
+        calls = [(c.script, c.keys, c.args) for c in commands if c.script is not None]
+        replies = iter(await send_scripts(redis, calls, sent=sent))
     results: list[Any] = []
     raised: BaseException | None = None
     for command in commands:

@@ -137,13 +137,6 @@ class EmbeddedRedis(_Calls, redis.Redis):  # type: ignore[misc]
         """``StoreClient.send_commands``: run ``commands`` (each a command's arguments) in
         one step; their raw replies (no response callbacks, as hiredis reads them), an error
         reply as its ``ResponseError``. ``sent`` is resolved once they have run."""
-        try:
-            return await self._run_commands(commands)
-        finally:
-            if sent is not None and not sent.done():
-                sent.set_result(None)
-
-    async def _run_commands(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         await asyncio.sleep(0)
         encode, execute = self._encode, self.server.execute
         replies: list[Any] = []
@@ -162,6 +155,8 @@ class EmbeddedRedis(_Calls, redis.Redis):  # type: ignore[misc]
             elif PROTOCOL == 3:
                 reply = reshape(encoded, reply)
             replies.append(reply)
+        if sent is not None and not sent.done():  # (cancelled by a waiter that left)
+            sent.set_result(None)
         return replies
 
     async def _block(self, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
