@@ -13,11 +13,15 @@ least-busy``: no affinity lookup), to see what a part of the path costs::
 
     git worktree add /tmp/base HEAD~1
     python -m loadtest.ab --rounds 5 /tmp/base . .:nolimits,leastbusy
+
+``--one-connection`` measures latency instead: ``wrk -c1``, the median time a request takes
+through each tree (the overhead scenario's one-connection step), median over the rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -35,8 +39,8 @@ class Contender:
     tree: Path
     flags: frozenset[str]
     label: str
-    #: (requests/s, CPU ms per request) per round.
-    rounds: list[tuple[float, float]] = field(default_factory=list)
+    #: (requests/s, CPU ms per request, p50 latency ms) per round.
+    rounds: list[tuple[float, float, float]] = field(default_factory=list)
 
     @classmethod
     def parse(cls, spec: str) -> Contender:
@@ -58,7 +62,9 @@ class TreeGateway(Gateway):
         self.cwd = tree
 
 
-def measure(contender: Contender, emulator: str, store: list[str], seconds: float) -> None:
+def measure(
+    contender: Contender, emulator: str, store: list[str], seconds: float, connections: int
+) -> None:
     extra = ("--queue-size", "4096", "--probe-interval", "2", *store)
     if "leastbusy" in contender.flags:
         extra += ("--routing", "least-busy")
@@ -69,15 +75,19 @@ def measure(contender: Contender, emulator: str, store: list[str], seconds: floa
         load.wrk(request.url, request.body, request.headers, connections=64, duration=2)  # warm
         cpu, started = cpu_seconds(gateway.pid), time.perf_counter()
         result = load.wrk(
-            request.url, request.body, request.headers, connections=64, duration=seconds
+            request.url, request.body, request.headers, connections=connections, duration=seconds
         )
         used, elapsed = cpu_seconds(gateway.pid) - cpu, time.perf_counter() - started
     rate = result["requests_per_s"] or 0.0
     answered = rate * elapsed - result["non_2xx"]
     if answered <= 0:
         raise SystemExit(f"{contender.label} answered nothing; its log: {gateway.log_tail()}")
-    contender.rounds.append((rate, 1000 * used / answered))
-    print(f"  {contender.label}: {rate:,.0f} req/s, {1000 * used / answered:.3f} ms a request")
+    cost = 1000 * used / answered
+    contender.rounds.append((rate, cost, result.get("p50_ms", math.nan)))
+    print(
+        f"  {contender.label}: {rate:,.0f} req/s, {cost:.3f} ms a request, "
+        f"p50 {result.get('p50_ms', math.nan):.3f} ms"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,22 +96,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0, help="wrk's run per contender")
     parser.add_argument("--store", choices=("redis", "memory"), default="redis")
+    parser.add_argument(
+        "--one-connection", action="store_true", help="wrk -c1: compare latency (p50)"
+    )
     args = parser.parse_args(argv)
     contenders = [Contender.parse(spec) for spec in args.trees]
     if not load.have_wrk():
         raise SystemExit("wrk is not installed (apt-get install wrk)")
+    connections = 1 if args.one_connection else 64
     pin_self()
     with Emulator(alias="emulated", slots=128, tokens=16) as emulator, RedisServer() as redis:
         store = ["--redis-url", redis.redis_url] if args.store == "redis" else []
         for n in range(args.rounds):
             print(f"round {n + 1} of {args.rounds}")
             for contender in contenders if n % 2 == 0 else contenders[::-1]:
-                measure(contender, emulator.url, store, args.seconds)
-    print(f"\nmedians over {args.rounds} rounds, {args.store}://")
+                measure(contender, emulator.url, store, args.seconds, connections)
+    print(f"\nmedians over {args.rounds} rounds, {args.store}://, {connections} connection(s)")
     for c in contenders:
-        rate = statistics.median(r for r, _ in c.rounds)
-        cost = statistics.median(ms for _, ms in c.rounds)
-        print(f"  {c.label}: {cost:.3f} ms a request, {rate:,.0f} req/s")
+        rate = statistics.median(r for r, _, _ in c.rounds)
+        cost = statistics.median(ms for _, ms, _ in c.rounds)
+        p50 = statistics.median(p for _, _, p in c.rounds)
+        print(f"  {c.label}: {cost:.3f} ms a request, {rate:,.0f} req/s, p50 {p50:.3f} ms")
     return 0
 
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 
 from redis.exceptions import RedisError
 
-from gateway.admission.tickets import ANONYMOUS, Lease, Ticket, Waiter
+from gateway.admission.tickets import ANONYMOUS, Attempt, Lease, Ticket, Waiter
 from gateway.admission.unread import UnreadGrants
 from gateway.admission.upkeep import Upkeep
 from gateway.errors import GatewayError, QueueFull, QueueTimeout, Unavailable
@@ -34,7 +34,7 @@ from gateway.pool.backend import Backend
 from gateway.store.admission import AdmissionStore, Grant, Reply
 from gateway.store.commands import Command
 
-__all__ = ["Admission", "Lease", "Ticket"]
+__all__ = ["Admission", "Attempt", "Lease", "Ticket"]
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,47 @@ class Admission(Upkeep):
         lease.waited = lease.granted_at - waiter.enqueued_at
         return lease
 
+    def try_acquire(
+        self, model: str, candidates: list[Backend], *, ticket: Ticket = ANONYMOUS
+    ) -> tuple[Attempt, Command[Lease | None]]:
+        """A lease on the first candidate with a free slot if no one waits, to ask for in the
+        round trip that checks the request's limits: the command's result is the lease, or
+        ``None`` (no free slot, or someone waits: :meth:`acquire` then queues the request).
+        A request its limits refuse gives the lease back (:meth:`withdraw` the attempt)."""
+        attempt = Attempt(model, secrets.token_hex(8), self._pairs(model, candidates))
+
+        def taken(reply: Reply) -> Lease | None:
+            self._store_answered()
+            attempt.answered = True
+            self._observe(model, attempt.candidates, reply)
+            if reply.lapsed and self._others_waiting(model):
+                self._spawn(self._requeue(model))
+            if reply.status != "granted":
+                return None
+            attempt.lease = self._hold(attempt.waiter, model, reply.backend)
+            return attempt.lease
+
+        asked = self._acquiring(
+            model, attempt.waiter, ticket, attempt.candidates, self.queue_timeout, only_free=True
+        )
+
+        def failed(exc: Exception) -> None:
+            attempt.answered = True  # (nothing to give back by id to a store that is away)
+            if isinstance(exc, Unavailable):
+                self._store_failed()
+
+        return attempt, asked.then(taken, failed=failed)
+
+    async def withdraw(self, attempt: Attempt) -> None:
+        """The request of ``attempt`` goes no further (its limits refused it, its client left):
+        its lease goes back — by the lease's id on every candidate when the client left before
+        the store's reply came, as the store may have granted it all the same."""
+        if attempt.lease is not None:
+            await self.release(attempt.lease)
+        elif not attempt.answered:
+            for name, _ in attempt.candidates:
+                await self._give_back(attempt.model, name, attempt.waiter)
+
     async def _enqueue(
         self, waiter_id: str, waiter: Waiter, pairs: list[tuple[str, int]], timeout: float
     ) -> Reply:
@@ -148,33 +189,50 @@ class Admission(Upkeep):
         leaves a waiter it still has where it is) and take in what it saw."""
         ticket = waiter.ticket
         try:
-            reply = await self.store.acquire(
-                waiter.model,
-                key_id=ticket.key_id,
-                waiter=waiter_id,
-                replica=self.replica,
-                weight=ticket.weight,
-                cost=ticket.cost,
-                priority=ticket.priority,
-                timeout=timeout,
-                bound=self.queue_size,
-                exclude=waiter.exclude,
-                candidates=pairs,
+            reply = await self._acquiring(
+                waiter.model, waiter_id, ticket, pairs, timeout, exclude=waiter.exclude
             )
         except Unavailable:
             self._store_failed()
             raise
         self._store_answered()
         self._observe(waiter.model, pairs, reply)
-        if reply.lapsed and self._others_waiting(waiter):
+        if reply.lapsed and self._others_waiting(waiter.model, waiter):
             # This replica's record had lapsed (it stalled, or was taken for dead): the
             # store may have dropped its other waiters.
             self._spawn(self._requeue(waiter.model))
         return reply
 
-    def _others_waiting(self, waiter: Waiter) -> bool:
+    def _acquiring(
+        self,
+        model: str,
+        waiter_id: str,
+        ticket: Ticket,
+        pairs: list[tuple[str, int]],
+        timeout: float,
+        *,
+        exclude: Sequence[str] = (),
+        only_free: bool = False,
+    ) -> Command[Reply]:
+        """The acquire script for ``waiter_id``, as this replica runs it."""
+        return self.store.acquire(
+            model,
+            key_id=ticket.key_id,
+            waiter=waiter_id,
+            replica=self.replica,
+            weight=ticket.weight,
+            cost=ticket.cost,
+            priority=ticket.priority,
+            timeout=timeout,
+            bound=self.queue_size,
+            exclude=exclude,
+            candidates=pairs,
+            only_free=only_free,
+        )
+
+    def _others_waiting(self, model: str, waiter: Waiter | None = None) -> bool:
         return any(
-            other is not waiter and other.model == waiter.model and not other.future.done()
+            other is not waiter and other.model == model and not other.future.done()
             for other in self._waiters.values()
         )
 

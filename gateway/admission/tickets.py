@@ -1,5 +1,6 @@
-"""What admission hands around: who asks (:class:`Ticket`), what it gets (:class:`Lease`), and
-one replica's record of a request still waiting (:class:`Waiter`)."""
+"""What admission hands around: who asks (:class:`Ticket`), what it gets (:class:`Lease`),
+one replica's record of a request still waiting (:class:`Waiter`), and a free slot asked for
+before the request's limits are known (:class:`Attempt`)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,22 @@ class Waiter:
     @property
     def key_id(self) -> str:
         return self.ticket.key_id
+
+
+@dataclass(eq=False, slots=True)
+class Attempt:
+    """A lease asked for in the limits check's round trip, before its verdict: granted only
+    if a slot is free and no one waits (``Admission.try_acquire``). ``lease`` once granted;
+    ``answered`` once the store's reply — or the round trip's failure — was read. Unanswered
+    (the client left first), whether the store granted it is unknown, and
+    ``Admission.withdraw`` gives back ``waiter``'s lease on every candidate. (A lease granted
+    by a round trip that then failed lapses with its TTL, as any lease of a lost reply does.)"""
+
+    model: str
+    waiter: str
+    candidates: list[tuple[str, int]]
+    answered: bool = False
+    lease: Lease | None = None
 
 
 #: The ticket of a request that names no key (``--no-auth``).

@@ -2,6 +2,11 @@
 within its limits, check the prompt fits, lease a slot on the backend the routing policy
 prefers, and send it. ``accounting.py`` closes the exchange after the last byte.
 
+Where the routing policy's first choice does not wait for the affinity lookup (one ready
+backend, or a policy that reads none), a free slot is asked for in the limits check's round
+trip, and given back if the limits refuse: one round trip before the send, not two
+(``docs/admission.md``, "One round trip before the send").
+
 A failure before the backend sent a byte is retried once on another backend when the failure
 says it may be (``GatewayError.retryable``); nothing has reached the client yet. After the
 first byte a failure ends the stream with an error event in the answer's own format.
@@ -17,11 +22,11 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any, NoReturn, cast
+from typing import Any, NamedTuple, NoReturn, cast
 
 import msgspec
 
-from gateway.admission.leases import Admission, Lease, Ticket
+from gateway.admission.leases import Admission, Attempt, Lease, Ticket
 from gateway.auth.authenticator import Authenticator
 from gateway.errors import BackendFailed, GatewayError, InvalidRequest, NoBackend
 from gateway.exchange.accounting import CLIENT_CLOSED, Accountant, Exchange
@@ -31,7 +36,7 @@ from gateway.requests import ParsedRequest
 from gateway.routing.hooks import RoutingHooks
 from gateway.routing.policies import Policy, Snapshot
 from gateway.store.apikeys import ApiKey
-from gateway.store.commands import run
+from gateway.store.commands import Command, run
 from gateway.store.limits import Limiter, LimitState
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.request import RequestTelemetry
@@ -91,15 +96,21 @@ class Dispatcher:
         started_at = self.clock()
         telemetry = telemetry or RequestTelemetry.detached()
         model = self.pool.resolve(request.model)
+        estimate = request.estimated_tokens()
+        ticket = Ticket(key.id, key.weight, key.priority, max(1, estimate))
         with telemetry.phase("limits"):
             self.authenticator.check_model(key, model)
-            estimate = request.estimated_tokens()
-            limits, lookup = await self._admit(request, model, key, estimate)
+            limits, lookup, early = await self._admit(request, model, key, estimate, ticket)
         try:
-            self.pool.demand(model, request.keep_alive)  # loads a declared model if needed
-            await self._check_fits(model, request)
+            try:
+                self.pool.demand(model, request.keep_alive)  # loads a declared model if needed
+                await self._check_fits(model, request)
+            except BaseException:
+                if early is not None:
+                    await self._give_back(early.lease)
+                raise
             lease, upstream = await self._send(
-                model, request, key, limits, headers, telemetry, lookup, started_at
+                model, request, key, limits, headers, telemetry, lookup, started_at, ticket, early
             )
         except _HandedOff:
             raise  # settled when its upstream request ends
@@ -204,16 +215,40 @@ class Dispatcher:
     # -- steps ------------------------------------------------------------------------------
 
     async def _admit(
-        self, request: ParsedRequest, model: str, key: ApiKey, estimate: int
-    ) -> tuple[LimitState, object]:
-        """Check and charge the key's limits and look up where the prompt's prefix is cached:
-        one round trip. Raises :class:`RateLimited`, or ``Unavailable`` without the store."""
-        admit = self.limiter.admit(key, estimate)
+        self, request: ParsedRequest, model: str, key: ApiKey, estimate: int, ticket: Ticket
+    ) -> tuple[LimitState, object, _Early | None]:
+        """Check and charge the key's limits, look up where the prompt's prefix is cached and,
+        when no lookup can change the order of the candidates (one candidate, or a policy
+        that reads none), ask for a free slot on the first: one round trip. Raises
+        :class:`RateLimited`, or ``Unavailable`` without the store."""
+        commands: list[Command[Any]] = [self.limiter.admit(key, estimate)]
         lookup = self.routing.lookup(request, model)
-        if lookup is None:
-            return await admit, None
-        limits, found = await run(self.admission.store.redis, admit, lookup)
-        return limits, found
+        if lookup is not None:
+            commands.append(lookup)
+        attempt, lease_asked, inflight = await self._first_try(model, ticket, lookup is None)
+        if lease_asked is not None:
+            commands.append(lease_asked)
+        try:
+            results = await run(self.admission.store.redis, *commands)
+        except BaseException:
+            if attempt is not None:  # refused, or the client left: the slot goes back
+                await self.admission.withdraw(attempt)
+            raise
+        limits, found = results[0], results[1] if lookup is not None else None
+        lease = results[-1] if attempt is not None else None
+        return limits, found, None if lease is None else _Early(lease, inflight)
+
+    async def _first_try(
+        self, model: str, ticket: Ticket, no_lookup: bool
+    ) -> tuple[Attempt | None, Command[Lease | None] | None, dict[Backend, int]]:
+        """A lease to ask for beside the limits check — if a lookup's answer cannot change
+        which candidate comes first — and the load the policy chose from."""
+        candidates = self.pool.serving(model)
+        if not candidates or not (no_lookup or len(candidates) == 1):
+            return None, None, {}
+        inflight = {b: self.admission.inflight(b) for b in candidates}
+        ordered = await self.policy.choose(candidates, Snapshot(inflight))
+        return *self.admission.try_acquire(model, ordered, ticket=ticket), inflight
 
     async def _check_fits(self, model: str, request: ParsedRequest) -> None:
         backends = self.pool.serving(model)
@@ -231,14 +266,22 @@ class Dispatcher:
         telemetry: RequestTelemetry,
         lookup: object,
         started_at: float,
+        ticket: Ticket,
+        early: _Early | None,
     ) -> tuple[Lease, UpstreamResponse]:
-        """Lease a slot and open the upstream request; one retry elsewhere before a byte."""
-        ticket = Ticket(key.id, key.weight, key.priority, max(1, request.estimated_tokens()))
+        """Lease a slot (or take the one granted beside the limits check) and open the
+        upstream request; one retry elsewhere before a byte."""
         body = request.upstream_body()
         tried: set[Backend] = set()
         while True:
-            with telemetry.phase("queue"):
-                lease = await self._lease(model, frozenset(tried), ticket, request, lookup)
+            if early is not None:
+                lease = early.lease
+                telemetry.phases["queue"] = 0.0  # (its log line: it did not wait; no span)
+                await self._place(request, model, early.inflight, lookup, lease)
+                early = None
+            else:
+                with telemetry.phase("queue"):
+                    lease = await self._lease(model, frozenset(tried), ticket, request, lookup)
             self.accountant.metrics.queue_wait.labels(model).observe(lease.waited)
             backend = lease.backend
             # x-request-id and the upstream span's traceparent
@@ -297,6 +340,19 @@ class Dispatcher:
         self.routing.placed(request, model, snapshot, lease)
         return lease
 
+    async def _place(
+        self,
+        request: ParsedRequest,
+        model: str,
+        inflight: dict[Backend, int],
+        lookup: object,
+        lease: Lease,
+    ) -> None:
+        """Tell routing where a lease granted beside the limits check went, as :meth:`_lease`
+        does for one it waited for: from the load the candidates were ordered by."""
+        snapshot = await self.routing.snapshot(request, model, inflight, lookup)
+        self.routing.placed(request, model, snapshot, lease)
+
     async def _finish_unheard(
         self,
         opening: asyncio.Future[UpstreamResponse],
@@ -333,6 +389,13 @@ class Dispatcher:
         """Release a lease that never carried a response."""
         self.routing.forget(lease)
         await self.admission.release(lease)
+
+
+class _Early(NamedTuple):
+    """A lease granted beside the limits check, and the load its candidates were ordered by."""
+
+    lease: Lease
+    inflight: dict[Backend, int]
 
 
 def _raise_for_client(exc: GatewayError) -> NoReturn:

@@ -4,7 +4,8 @@ plain load balancing needs no ``if``. Prefix affinity (``affinity.py``) fills th
 
 The order around one request:
 
-1. :meth:`~RoutingHooks.lookup` — a store command sent with the limits check (one round trip);
+1. :meth:`~RoutingHooks.lookup` — a store command sent with the limits check (one round trip;
+   with the lease too when the lookup cannot change the order: one candidate);
 2. :meth:`~RoutingHooks.snapshot` — the frozen pool state the policy chooses from;
 3. :meth:`~RoutingHooks.placed` — admission granted a lease on a backend;
    :meth:`~RoutingHooks.body` and :meth:`~RoutingHooks.slot` — what is sent, and the slot used;

@@ -91,7 +91,7 @@ class AdmissionStore:
         self._bury = redis.register_script(lib + script("admission_bury.lua"))
         self._take_unread = redis.register_script(script("mailbox_take_unread.lua"))
 
-    async def acquire(
+    def acquire(
         self,
         model: str,
         *,
@@ -105,7 +105,13 @@ class AdmissionStore:
         bound: int,
         exclude: Sequence[str],
         candidates: Candidates,
-    ) -> Reply:
+        only_free: bool = False,
+    ) -> Command[Reply]:
+        """Lease a slot on the first of ``candidates`` with one free, or queue ``waiter``
+        for one (status ``granted``, ``queued`` or ``full``); with ``only_free``, granted
+        only if a slot is free and no one waits, else status ``busy`` and nothing queued. A
+        command: awaited alone, or sent beside others in one round trip; its result raises
+        ``Unavailable`` when the store could not be reached."""
         args = [
             keys.model_prefix(model),
             key_id,
@@ -120,15 +126,19 @@ class AdmissionStore:
             self.lease_ttl_ms,
             self.alive_ttl_ms,
             ",".join(exclude),
+            1 if only_free else 0,
             *_flatten(candidates),
         ]
-        acquired = Command(self.redis, self._acquire, [keys.queue_keys(model)], args, _raised)
-        with reachable("admission store"):
-            items = await acquired
-        status = items[0].decode()
-        loads, grants = _parse_tail(items[4:], len(candidates))
-        backend = items[1].decode() if status == "granted" else None
-        return Reply(loads, grants, int(items[2]), status, backend, lapsed=bool(items[3]))
+
+        def read(items: Any) -> Reply:
+            with reachable("admission store"):
+                _raised(items)
+            status = items[0].decode()
+            loads, grants = _parse_tail(items[4:], len(candidates))
+            backend = items[1].decode() if status == "granted" else None
+            return Reply(loads, grants, int(items[2]), status, backend, lapsed=bool(items[3]))
+
+        return Command(self.redis, self._acquire, [keys.queue_keys(model)], args, read)
 
     def release(
         self, model: str, backend: str, lease: str, candidates: Candidates

@@ -1,6 +1,6 @@
 -- Acquire a slot lease, or queue for one.
 -- ARGV: P, key_id, waiter, replica, weight, cost, priority, timeout_ms, bound,
---       grant_ttl_ms, lease_ttl_ms, alive_ttl_ms, exclude (comma list),
+--       grant_ttl_ms, lease_ttl_ms, alive_ttl_ms, exclude (comma list), only_free (1|0),
 --       candidates (count, backend, slots…)
 -- The candidates are every ready backend of the model this replica can use (the routing
 -- policy's choice first): they become the replica's record, which pumps on any replica
@@ -10,6 +10,10 @@
 -- all, without joining the queue: the same outcome in fewer calls). Returns
 -- {status, backend or position, queued, 1 if the replica's record had lapsed (its other
 -- waiters may have been dropped) else 0, loads…, "|", grants…}; status granted|queued|full.
+-- With only_free, the waiter is granted only as when no one waits (a free slot, an empty
+-- queue) and never queued: otherwise status busy, and nothing changed but the replica's
+-- record. The request path asks so beside the limits check, before knowing its verdict
+-- (docs/admission.md, "One round trip").
 -- Running it twice for one waiter (a retry after a broken connection) is harmless: a
 -- waiter that already holds a lease gets it back, one already queued stays in its place.
 local key_id, waiter, replica = ARGV[2], ARGV[3], ARGV[4]
@@ -17,7 +21,8 @@ local weight, cost, priority = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(AR
 local timeout, bound = tonumber(ARGV[8]), tonumber(ARGV[9])
 local grant_ttl, lease_ttl = tonumber(ARGV[10]), tonumber(ARGV[11])
 local alive_ttl, exclude = tonumber(ARGV[12]), ARGV[13]
-local cands = read_candidates(14)
+local only_free = ARGV[14] == '1'
+local cands = read_candidates(15)
 local now = now_ms()
 
 local lapsed
@@ -68,6 +73,12 @@ if not already and queued == 0 and bound > 0 then
     counts[free] = counts[free] + 1
     return reply('granted', cands[free][1], {}, counts, 0)
   end
+  if only_free then
+    return reply('busy', '', {}, counts, 0)
+  end
+end
+if only_free then
+  return reply('busy', '', {}, nil, queued)
 end
 local grants = {}
 if not already and queued >= bound then

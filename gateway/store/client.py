@@ -1,8 +1,9 @@
 """The store's client: redis-py's, with one lean round trip for the request path.
 
-A request makes three round trips to Redis (limits beside the affinity lookup, the lease,
-then the settlement beside the release — a whole answer waits only for that last one to be
-written, ``sent``), each a few scripts. Through a redis-py pipeline
+A request makes two or three round trips to Redis (limits beside the affinity lookup and,
+most often, the lease; the lease when it could not ride along; then the settlement beside the
+release — a whole answer waits only for that last one to be written, ``sent``), each a few
+scripts. Through a redis-py pipeline
 each cost ~150 µs of the gateway's core; :meth:`StoreClient.send_commands` does the same
 exchange on the same pooled connections for a fraction of it, and sends the round trips
 that concurrent requests ask for in the same turn of the event loop as one (figures in

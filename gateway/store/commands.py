@@ -79,17 +79,23 @@ class Command(Generic[T]):
         elif self.script is not None:
             queue_script(pipe, self.script, self.keys, self.args)
 
-    def then(self, convert: Callable[[T], U]) -> Command[U]:
-        """The same operation, its result passed through ``convert``."""
+    def then(
+        self, convert: Callable[[T], U], *, failed: Callable[[Exception], None] | None = None
+    ) -> Command[U]:
+        """The same operation, its result passed through ``convert``; ``failed`` is told of
+        an exception its reading raised (before it propagates)."""
         read = self.read
-        return Command(
-            self.redis,
-            self.script,
-            self.keys,
-            self.args,
-            lambda reply: convert(read(reply)),
-            queue=self.queue,
-        )
+
+        def reading(reply: Any) -> U:
+            try:
+                value = read(reply)
+            except Exception as exc:
+                if failed is not None:
+                    failed(exc)
+                raise
+            return convert(value)
+
+        return Command(self.redis, self.script, self.keys, self.args, reading, queue=self.queue)
 
     def __await__(self) -> Generator[Any, None, T]:
         results = yield from run(self.redis, self).__await__()

@@ -199,6 +199,34 @@ def test_whole_answer_waits_for_its_settlement_to_be_written_not_answered(
         gw.stop()
 
 
+def test_a_refused_request_gives_back_the_slot_asked_for_beside_its_limits(
+    backends: list[LlamaServer], redis_server: RedisServer
+) -> None:
+    """With one backend, the gateway asks for a free slot in the same round trip as the
+    limits check, before knowing its verdict: a request its limits refuse has its lease given
+    back before its 429 goes out — no slot stays taken, nothing reaches the backend."""
+    gw = Gateway(
+        "--backend", backends[0].url, "--admin-token", ADMIN, "--redis-url", redis_server.url
+    ).start()  # fmt: skip
+    store = redis.Redis.from_url(redis_server.url)
+    leases = keys.leases("smollm2", f"127.0.0.1:{backends[0].port}")
+    try:
+        key = _create(gw, name="refused-beside-its-lease", rpm=1)
+        assert _chat(gw, key["key"]).status_code == 200
+        served = backends[0].metric("tokens_predicted")
+        for _ in range(3):
+            _error(_chat(gw, key["key"]), 429)
+            assert store.zcard(leases) == 0
+        assert backends[0].metric("tokens_predicted") == served
+        assert _chat(gw, None).status_code == 401  # (and the next key's requests are served)
+        other = _create(gw, name="served-after-the-refusals", rpm=5)
+        assert _chat(gw, other["key"]).status_code == 200
+        assert store.zcard(leases) == 0
+    finally:
+        store.close()
+        gw.stop()
+
+
 def test_revocation_lands_within_seconds(keyed_gateway: Gateway) -> None:
     key = _create(keyed_gateway, name="short-lived")
     assert _chat(keyed_gateway, key["key"]).status_code == 200

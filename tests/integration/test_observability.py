@@ -479,7 +479,9 @@ async def test_trace_with_genai_attributes_and_traceparent_upstream(
     spans = exporter.get_finished_spans()
     server = next(s for s in spans if s.attributes.get("llama_gateway.request_id") == "trace-me")
     children = {s.name: s for s in spans if s.parent and s.parent.span_id == server.context.span_id}
-    assert {"auth", "limits", "queue"} <= set(children), sorted(children)
+    # One backend with a free slot: the lease came in the limits check's round trip, so the
+    # request never queued (a request that waits has a "queue" span between them).
+    assert {"auth", "limits"} <= set(children) and "queue" not in children, sorted(children)
     upstream = next(s for s in children.values() if s.kind is SpanKind.CLIENT)
     assert upstream.name == "chat smollm2"
     attributes = server.attributes

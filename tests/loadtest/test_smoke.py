@@ -76,20 +76,28 @@ def test_scenario_smoke(scenario: str, tmp_path: Path, assets_env: dict[str, str
 
 def test_ab_compares_trees_by_cpu_per_request() -> None:
     """``loadtest.ab`` on this tree twice (once without the limits script and the affinity
-    lookup): a round each, a CPU figure per request each, and bad input refused up front."""
+    lookup): a round each, a CPU figure per request each; at one connection, a latency
+    figure; and bad input refused up front."""
     ab = [sys.executable, "-m", "loadtest.ab"]
-    run = subprocess.run(
-        [*ab, "--rounds", "1", "--seconds", "1", ".", ".:nolimits,leastbusy"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert run.returncode == 0, run.stderr[-4000:]
-    medians = run.stdout.split("medians over 1 rounds, redis://", 1)[1]
-    figures = re.findall(r"  (\S+): ([\d.]+) ms a request, ([\d,]+) req/s", medians)
+
+    def medians(*args: str, heading: str) -> str:
+        run = subprocess.run(
+            [*ab, "--rounds", "1", "--seconds", "1", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert run.returncode == 0, run.stderr[-4000:]
+        return run.stdout.split(heading, 1)[1]
+
+    cpu = medians(".", ".:nolimits,leastbusy", heading="medians over 1 rounds, redis://")
+    figures = re.findall(r"  (\S+): ([\d.]+) ms a request, ([\d,]+) req/s", cpu)
     assert [label for label, _, _ in figures] == [".", ".:nolimits,leastbusy"]
     assert all(float(ms) > 0 and int(rate.replace(",", "")) > 0 for _, ms, rate in figures)
+
+    latency = medians("--one-connection", ".", heading="redis://, 1 connection(s)")
+    assert float(re.findall(r"  \.: .* p50 ([\d.]+) ms", latency)[0]) > 0
 
     refused = subprocess.run([*ab, ".:fast"], cwd=ROOT, capture_output=True, text=True)
     assert refused.returncode != 0 and "unknown flags ['fast']" in refused.stderr

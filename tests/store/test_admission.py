@@ -12,6 +12,7 @@ import redis.asyncio as redis
 
 from gateway.errors import QueueFull, QueueTimeout
 from gateway.store import keys
+from gateway.store.connection import send_scripts
 from tests.store.replicas import MODEL, Replica, backend, queued, until_queued
 
 
@@ -540,3 +541,49 @@ async def test_a_replica_stopped_before_its_loops_ran_ends_them_at_once(client) 
     assert not again.done()  # running: the earlier stop was used up
     await replica.admission.stop()
     await asyncio.wait_for(again, 5)
+
+
+async def test_a_try_is_granted_a_free_slot_and_never_queued(client: redis.Redis) -> None:
+    """``try_acquire`` (asked beside the limits check): a free slot with no one waiting is
+    granted; a full backend, or anyone waiting, answers busy with nothing queued."""
+    replica = Replica(client, [backend(9001, 1)]).start()
+    try:
+        attempt, asked = replica.admission.try_acquire(MODEL, replica.backends)
+        lease = await asked
+        assert lease is not None and lease is attempt.lease
+        assert await _leases(client, 9001) == 1
+
+        busy, asked = replica.admission.try_acquire(MODEL, replica.backends)
+        assert await asked is None and busy.answered
+        waiting = asyncio.create_task(replica.acquire())
+        await until_queued(client, 1)
+        await replica.admission.release(lease)  # the waiter takes the slot
+        second = await asyncio.wait_for(waiting, 5)
+        behind, asked = replica.admission.try_acquire(MODEL, replica.backends)
+        assert await asked is None
+        assert await queued(client) == 0 and await _leases(client, 9001) == 1
+        await replica.admission.withdraw(behind)  # answered, nothing held: nothing to do
+        assert await _leases(client, 9001) == 1
+        await replica.admission.release(second)
+    finally:
+        await replica.stop()
+
+
+async def test_a_withdrawn_try_gives_its_slot_back_even_unanswered(client: redis.Redis) -> None:
+    """A request refused by its limits gives back the lease it was granted beside them; one
+    whose reply never came (its client left) gives back whatever the store granted it."""
+    replica = Replica(client, [backend(9001, 1), backend(9002, 1)]).start()
+    try:
+        granted, asked = replica.admission.try_acquire(MODEL, replica.backends)
+        assert await asked is not None
+        await replica.admission.withdraw(granted)
+        assert await _leases(client, 9001) + await _leases(client, 9002) == 0
+
+        unheard, asked = replica.admission.try_acquire(MODEL, replica.backends[::-1])
+        # Sent, its reply never read: as a client that left before it came leaves it.
+        await send_scripts(client, [(asked.script, asked.keys, asked.args)])
+        assert await _leases(client, 9002) == 1 and not unheard.answered
+        await replica.admission.withdraw(unheard)
+        assert await _leases(client, 9001) + await _leases(client, 9002) == 0
+    finally:
+        await replica.stop()
