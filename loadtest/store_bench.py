@@ -5,7 +5,9 @@ stock fakeredis as ``memory://`` was before either (``--stores fakeredis,memory,
 
 One *request* here is the store traffic of one request through the gateway, made with the
 gateway's own store classes: the limits admit script, the lease's acquire script, then the
-limits settlement and the lease's release in one pipeline — four scripts, three round trips.
+limits settlement and the lease's release in one pipeline — four scripts, three round trips
+(the request path now sends the first two in one when a slot is free: the scripts' cost, what
+this measures, is the same).
 Each round runs every store for ``--requests`` requests, ``--concurrency`` at a time, the
 stores in a rotated order, so the machine's load (other processes share it) falls on all of
 them alike; the figures are the medians over the rounds.

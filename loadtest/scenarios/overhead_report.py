@@ -32,8 +32,9 @@ def notes(results: dict) -> list[str]:
             f"Latency at {top['rate']} req/s, non-streamed: the HTTP stack alone adds "
             f"{fmt(hop.get('p50'))} ms at p50 ({fmt(hop.get('p99'))} at p99) — one more "
             f"loopback hop, parsed and relayed; gateway-redis adds {fmt(gw.get('p50'))} "
-            f"({fmt(gw.get('p99'))}), with more hops to Redis in sequence (limits + "
-            "lookup, the lease), and a non-streamed answer held until its release + "
+            f"({fmt(gw.get('p99'))}), with a hop to Redis before the send (limits, "
+            "lookup and — one backend, a free slot — the lease in one round trip), and a "
+            "non-streamed answer held until its release + "
             "settlement are written to Redis (not answered), so a client's next request "
             "never finds its last one still counted)."
         )
@@ -48,8 +49,8 @@ def notes(results: dict) -> list[str]:
             f"The HTTP stack alone (relay-floor: Litestar on uvicorn relaying through aiohttp, "
             f"nothing else) sustains {fmt(floor)} req/s on the same core, about "
             f"{1e6 / floor:.0f} µs of CPU per request; the gateways reach {shares} of it. The "
-            "difference is the gateway's own work per request: three Redis round trips (limits "
-            "+ affinity lookup, the lease, release + settlement + affinity record), auth, "
+            "difference is the gateway's own work per request: two Redis round trips (limits "
+            "+ affinity lookup + the lease; release + settlement + affinity record), auth, "
             "routing, metrics, the trace and the log line."
         )
     return notes
