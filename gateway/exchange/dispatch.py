@@ -12,7 +12,7 @@ says it may be (``GatewayError.retryable``); nothing has reached the client yet.
 first byte a failure ends the stream with an error event in the answer's own format.
 
 Requests that occupy no slot (tokenize, count tokens, apply a template) take no lease and
-no queue: :meth:`Dispatcher.forward` checks the key's request limits and sends them.
+no queue: ``forward.py`` checks the key's request limits and sends them.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import msgspec
 
 from gateway.admission.leases import Admission, Attempt, Lease, Ticket
 from gateway.auth.authenticator import Authenticator
-from gateway.errors import BackendFailed, GatewayError, InvalidRequest, NoBackend
+from gateway.errors import BackendFailed, GatewayError, InvalidRequest
 from gateway.exchange.accounting import CLIENT_CLOSED, Accountant, Exchange
 from gateway.pool.backend import Backend
 from gateway.pool.pool import Pool
@@ -177,41 +177,6 @@ class Dispatcher:
             self.routing.record_after(exchange.lease, closing, usage)
         return closing
 
-    async def forward(
-        self, request: ParsedRequest, *, key: ApiKey, telemetry: RequestTelemetry | None = None
-    ) -> bytes:
-        """Send a request that occupies no slot (tokenizing, counting tokens, applying a
-        template) to a ready backend of its model: the key's request limits apply, no lease
-        and no queue. Returns the backend's answer."""
-        telemetry = telemetry or RequestTelemetry.detached()
-        model = self.pool.resolve(request.model)
-        with telemetry.phase("limits"):
-            self.authenticator.check_model(key, model)
-            limits = await self.limiter.admit(key, 0)
-        try:
-            self.pool.demand(model, request.keep_alive)
-            candidates = self.pool.serving(model)
-            if not candidates:
-                raise NoBackend(f"No backend of '{model}' is ready; try again.", retry_after=1.0)
-            inflight = {b: self.admission.inflight(b) for b in candidates}
-            ordered = await self.policy.choose(candidates, Snapshot(inflight))
-            for attempt, backend in enumerate(ordered[:ATTEMPTS], start=1):
-                headers = telemetry.upstream_headers(backend.name)
-                try:
-                    upstream = await backend.client.open(request.endpoint, request.raw, headers)
-                    body = await upstream.read()
-                except GatewayError as exc:
-                    telemetry.end_upstream(str(exc))
-                    self._judge(backend, exc)
-                    if not exc.retryable or attempt == min(ATTEMPTS, len(ordered)):
-                        _raise_for_client(exc)
-                    continue
-                telemetry.end_upstream()
-                return body
-            raise AssertionError("unreachable: the last attempt returns or raises")
-        finally:
-            await self.limiter.settle(key, 0, 0, request_id=limits.request_id)
-
     # -- steps ------------------------------------------------------------------------------
 
     async def _admit(
@@ -307,11 +272,11 @@ class Dispatcher:
             except GatewayError as exc:
                 telemetry.end_upstream(str(exc))
                 await self._give_back(lease)
-                self._judge(backend, exc)
+                self.judge(backend, exc)
                 tried.add(backend)
                 others = [b for b in self.pool.serving(model) if b not in tried]
                 if not exc.retryable or len(tried) >= ATTEMPTS or not others:
-                    _raise_for_client(exc)
+                    raise_for_client(exc)
                 log.warning("retrying on another backend after %s failed: %s", backend.name, exc)
                 continue
             except BaseException:
@@ -380,7 +345,7 @@ class Dispatcher:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _judge(self, backend: Backend, exc: GatewayError) -> None:
+    def judge(self, backend: Backend, exc: GatewayError) -> None:
         """Count a failure against ``backend``'s circuit breaker when it is its fault."""
         if exc.backends_fault:
             self.pool.record_failure(backend, str(exc))
@@ -398,7 +363,7 @@ class _Early(NamedTuple):
     inflight: dict[Backend, int]
 
 
-def _raise_for_client(exc: GatewayError) -> NoReturn:
+def raise_for_client(exc: GatewayError) -> NoReturn:
     """Raise what the client is told of a failure: a backend's 500 that names a malformed
     field is the request's fault, so a 400 with the backend's words."""
     if isinstance(exc, BackendFailed) and exc.blames_request:

@@ -16,6 +16,7 @@ from litestar.response import Stream
 
 from gateway.exchange import Dispatcher
 from gateway.exchange.batch import read_parts, split
+from gateway.exchange.forward import forward
 from gateway.requests import Endpoint, ParsedRequest, parse
 from gateway.surfaces import Surface
 from gateway.surfaces.openapi import documented
@@ -43,7 +44,7 @@ async def proxy(request: Request, dispatcher: Dispatcher, parsed: ParsedRequest)
         body, headers = await read_parts(dispatcher, parts, key=key, telemetry=telemetry)
         return Response(content=body, media_type="application/json", headers=headers)
     if not parsed.spec.takes_slot:
-        body = await dispatcher.forward(parsed, key=key, telemetry=telemetry)
+        body = await forward(dispatcher, parsed, key=key, telemetry=telemetry)
         return Response(content=body, media_type="application/json")
     exchange = await dispatcher.open(parsed, key=key, telemetry=telemetry)
     limit_headers = exchange.limits.headers()
