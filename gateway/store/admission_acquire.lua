@@ -64,11 +64,9 @@ if not already and queued == 0 and bound > 0 then
     end
   end
   if free then
-    local vt = tonumber(redis.call('GET', P .. 'vt')) or 0
-    local ft = tonumber(redis.call('HGET', P .. 'ft', key_id)) or 0
-    local tag = math.max(vt, ft) + cost / weight
-    redis.call('SET', P .. 'vt', tag)
-    redis.call('HSET', P .. 'ft', key_id, tag)
+    local t = redis.call('HMGET', P .. 'ft', VT, key_id)
+    local tag = math.max(tonumber(t[1]) or 0, tonumber(t[2]) or 0) + cost / weight
+    redis.call('HSET', P .. 'ft', VT, tag, key_id, tag)
     redis.call('ZADD', lease_key(cands[free][1]), now + lease_ttl, waiter)
     counts[free] = counts[free] + 1
     return reply('granted', cands[free][1], {}, counts, 0)

@@ -5,11 +5,14 @@
 --   P.."q:k:"..key_id       ZSET waiter id -> priority/seq     one key's waiters, in order
 --   P.."w:"..waiter         HASH replica, deadline, exclude, cost, weight
 --   P.."q:n" / P.."q:seq"   STRING waiters queued / a sequence for FIFO order
---   P.."vt" / P.."ft"       STRING virtual time / HASH key id -> last finish tag
+--   P.."ft"                 HASH key id -> last finish tag, and VT -> the virtual time
 --   P.."r:"..replica        STRING "<alive until ms>,<backend>,<backend>,"  a replica's record:
 --                           its heartbeat and the backends its waiters can be granted
 
 local P = ARGV[1]
+-- The virtual time's field in the finish-tag hash, read and written with a key's tag in one
+-- call (no key id starts with '#': they are "key_<hex>" and "anonymous").
+local VT = '#vt'
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -36,8 +39,8 @@ local function retag(key_id)
   end
   local w = redis.call('HMGET', P .. 'w:' .. head, 'cost', 'weight')
   local cost, weight = tonumber(w[1]) or 1, tonumber(w[2]) or 1
-  local vt = tonumber(redis.call('GET', P .. 'vt')) or 0
-  local ft = tonumber(redis.call('HGET', P .. 'ft', key_id)) or 0
+  local t = redis.call('HMGET', P .. 'ft', VT, key_id)
+  local vt, ft = tonumber(t[1]) or 0, tonumber(t[2]) or 0
   redis.call('ZADD', P .. 'q:keys', math.max(vt, ft) + cost / weight, key_id)
 end
 
@@ -68,12 +71,11 @@ local function note_replica(replica, cands, now, alive_ttl)
   local k = P .. 'r:' .. replica
   local names = {}
   for i, c in ipairs(cands) do names[i] = c[1] end
-  local old = redis.call('GET', k)
-  local lapsed = (old and tonumber(string.match(old, '^(%d+)')) or 0) <= now
-  -- Kept a minute past its lapse, so a replica that stalled learns that it had lapsed.
-  redis.call('SET', k, (now + alive_ttl) .. ',' .. table.concat(names, ',') .. ',', 'PX',
-    alive_ttl + 60000)
-  return lapsed
+  -- Kept a minute past its lapse, so a replica that stalled learns that it had lapsed. (SET's
+  -- GET answers the record it replaced.)
+  local old = redis.call('SET', k, (now + alive_ttl) .. ',' .. table.concat(names, ',') .. ',',
+    'PX', alive_ttl + 60000, 'GET')
+  return (old and tonumber(string.match(old, '^(%d+)')) or 0) <= now
 end
 
 -- The backends a live replica can use (",a,b,"), or nil if its record is gone or lapsed.
@@ -157,8 +159,7 @@ local function pump(now, cands, grant_ttl)
       redis.call('ZADD', lease_key(cands[target][1]), now + grant_ttl, chosen)
       room[target] = room[target] - 1
       drop_waiter(key_id, chosen)
-      redis.call('SET', P .. 'vt', tag)
-      redis.call('HSET', P .. 'ft', key_id, tag)
+      redis.call('HSET', P .. 'ft', VT, tag, key_id, tag)
       retag(key_id)
       grants[#grants + 1] = replica
       grants[#grants + 1] = chosen

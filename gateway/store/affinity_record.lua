@@ -8,10 +8,15 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local backend, slot = ARGV[1], ARGV[2]
 local ttl, cap, prefix = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 
+local scored = {}
 for i = 2, #KEYS do
   redis.call('HSET', KEYS[i], backend, slot)
   redis.call('PEXPIRE', KEYS[i], ttl)
-  redis.call('ZADD', KEYS[1], now, ARGV[4 + i])
+  scored[#scored + 1] = now
+  scored[#scored + 1] = ARGV[4 + i]
+end
+if #scored > 0 then
+  redis.call('ZADD', KEYS[1], unpack(scored))  -- the whole chain in one call
 end
 
 -- Forget what has expired, then the oldest entries beyond the bound.

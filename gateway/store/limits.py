@@ -187,7 +187,18 @@ class Limiter:
     ) -> list[int | str]:
         if estimated_tokens < 0 or actual_tokens < 0:
             raise ValueError("token counts must not be negative")
-        return [key.tpm or 0, estimated_tokens, actual_tokens, request_id]
+        # What the admit script counted for this key (the key as admitted): only that is
+        # corrected, and no call is spent reading what it never wrote.
+        counted_in_flight = 1 if key.max_concurrency else 0
+        budgeted = 1 if key.daily_tokens or key.monthly_tokens else 0
+        return [
+            key.tpm or 0,
+            estimated_tokens,
+            actual_tokens,
+            request_id,
+            counted_in_flight,
+            budgeted,
+        ]
 
 
 _NAMES = {

@@ -1,9 +1,13 @@
 -- Settle a finished request: correct the tpm bucket and the day's and month's usage from the
 -- estimate to the real count (either way), and take the request out of those in flight.
 -- KEYS: tpm bucket, in-flight set, budget hash (all tagged by the key's id).
--- ARGV: tpm (0 = no limit), estimated tokens, actual tokens, request id ("<admitted ms>-…").
+-- ARGV: tpm (0 = no limit), estimated tokens, actual tokens, request id ("<admitted ms>-…"),
+--       1 if the key counts requests in flight (max concurrency) else 0, 1 if it has a daily
+--       or monthly budget else 0: what the admit script charged, and so what is corrected.
 -- Usage is corrected only in the day and month the request was admitted in.
-redis.call('ZREM', KEYS[2], ARGV[4])
+if ARGV[5] == '1' then
+  redis.call('ZREM', KEYS[2], ARGV[4])
+end
 local tpm = tonumber(ARGV[1])
 local delta = tonumber(ARGV[3]) - tonumber(ARGV[2])
 if delta == 0 then
@@ -12,7 +16,7 @@ end
 if tpm > 0 then
   set_level(KEYS[1], tpm, math.min(tpm, level(KEYS[1], tpm) - delta))
 end
-local admitted = tonumber(string.match(ARGV[4], '^(%d+)-'))
+local admitted = ARGV[6] == '1' and tonumber(string.match(ARGV[4], '^(%d+)-'))
 if admitted then
   local day, month = calendar(admitted)
   local b = redis.call('HMGET', KEYS[3], 'day', 'day_used', 'month', 'month_used')

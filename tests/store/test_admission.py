@@ -177,7 +177,7 @@ async def test_a_grant_with_no_one_waiting_moves_the_fair_queue_on_as_queueing_w
         second = await replica.acquire("fast", weight=2.0, cost=10)
         assert [first.backend.name, second.backend.name] == ["127.0.0.1:9001", "127.0.0.1:9002"]
         assert float(await client.hget(prefix + "ft", "fast")) == 10.0  # 5 + 5
-        assert float(await client.get(prefix + "vt")) == 10.0
+        assert float(await client.hget(prefix + "ft", "#vt")) == 10.0
         assert await queued(client) == 0 and await client.zcard(prefix + "q:keys") == 0
         assert not await client.exists(prefix + "w:" + first.id, prefix + "w:" + second.id)
 
@@ -188,7 +188,7 @@ async def test_a_grant_with_no_one_waiting_moves_the_fair_queue_on_as_queueing_w
         third = await asyncio.wait_for(waiting, 5)
         assert third.backend.name == "127.0.0.1:9001"
         assert float(await client.hget(prefix + "ft", "fast")) == 15.0
-        assert float(await client.get(prefix + "vt")) == 15.0
+        assert float(await client.hget(prefix + "ft", "#vt")) == 15.0
         for lease in (second, third):
             await replica.admission.release(lease)
     finally:

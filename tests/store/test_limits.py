@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 
+import msgspec
 import pytest
 import redis.asyncio as redis
 from litestar import Litestar, Request, get
@@ -192,6 +193,25 @@ async def test_settle_corrects_tpm_both_ways(key_store: KeyStore, limiter: Limit
     await limiter.settle(other, 5, 1, request_id=state.request_id)  # used less: refunded
     level = (await limiter.admit(other, 0)).tokens
     assert level is not None and level.remaining == 5
+
+
+async def test_settle_corrects_only_what_the_admit_charged(
+    key_store: KeyStore, limiter: Limiter, client: redis.Redis
+) -> None:
+    """A key admitted without a budget had nothing charged to its usage, so its settlement
+    leaves the usage it kept while it had one untouched (it read and wrote it before)."""
+    key, _ = await key_store.create(name="was-budgeted", daily_tokens=1000)
+    state = await limiter.admit(key, 40)
+    await limiter.settle(key, 40, 40, request_id=state.request_id)
+    budget = keys.limit(key.id, "budget")
+    assert int(await client.hget(budget, "day_used")) == 40
+
+    # The same key, its budget taken off (as an admin's update would) and a limit left on.
+    limited = msgspec.structs.replace(key, daily_tokens=None, rpm=100)
+    state = await limiter.admit(limited, 40)
+    assert state.request_id is not None and state.daily_tokens is None
+    await limiter.settle(limited, 40, 5, request_id=state.request_id)
+    assert int(await client.hget(budget, "day_used")) == 40
 
 
 async def test_settle_rides_on_the_callers_round_trip(
