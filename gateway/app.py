@@ -21,8 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from gateway.admission.leases import Admission
 from gateway.api import admin, control, health, pull
 from gateway.api import runners as runners_api
-from gateway.api.departures import DepartureMiddleware
-from gateway.api.security import SecurityMiddleware
+from gateway.api.edge import EdgeMiddleware
 from gateway.auth.authenticator import Authenticator
 from gateway.config import Settings
 from gateway.console import ROUTES as CONSOLE_ROUTES
@@ -45,7 +44,6 @@ from gateway.surfaces.errors import EXCEPTION_HANDLERS
 from gateway.surfaces.openapi import OPENAPI_CONFIG
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.recent import RecentRequests
-from gateway.telemetry.request import RequestTelemetryMiddleware
 from gateway.telemetry.tracing import Tracing, build_tracer_provider
 from gateway.upstream.client import BackendClient
 
@@ -200,15 +198,11 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         logging_config=None,  # the CLI configures logging (JSON), once for the process
         debug=False,
     )
-    # Plain ASGI around the whole app (Litestar's own middleware runs per route, after the
-    # router: these must see its 404s and 405s too). Innermost first:
-    handler: Any = app.asgi_handler
-    # a client that leaves takes its request with it (the queue, the slot);
-    handler = DepartureMiddleware(handler)
-    # every answer carries x-request-id, every API request a span and a log line;
-    handler = RequestTelemetryMiddleware(handler, tracing=tracing, recorder=recent)
-    # security headers on every answer, over-long URLs refused before all else.
-    app.asgi_handler = SecurityMiddleware(handler, max_url_bytes=settings.max_url_bytes)  # type: ignore[assignment]
+    # Plain ASGI around the whole app: what every request meets before the router, and every
+    # answer on its way out (request id, telemetry, client departures, security headers).
+    app.asgi_handler = EdgeMiddleware(  # type: ignore[assignment]
+        app.asgi_handler, tracing=tracing, max_url_bytes=settings.max_url_bytes, recorder=recent
+    )
     return app
 
 

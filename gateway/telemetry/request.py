@@ -1,10 +1,11 @@
 """One API request as telemetry sees it: its id, its spans, its timings and its log line.
 
-:class:`RequestTelemetryMiddleware` wraps the whole ASGI app, so every answer — errors and
-unknown paths too — carries ``x-request-id`` (the client's, or a new one). For API requests it
-also makes a :class:`RequestTelemetry`, leaves it on ``scope["state"]["telemetry"]`` for the
-request path to fill in, and writes one JSON log line once the request is over: when the
-answer has been sent *and* the exchange with the backend (if one was opened) is accounted.
+The edge middleware (``api/edge.py``), around the whole ASGI app, gives every answer —
+errors and unknown paths too — an ``x-request-id`` (the client's, or a new one:
+:func:`request_id_from`). For API requests (:func:`is_api_path`) it also opens a
+:class:`RequestTelemetry` on ``scope["state"]["telemetry"]`` for the request path to fill
+in, which writes one JSON log line once the request is over: when the answer has been sent
+*and* the exchange with the backend (if one was opened) is accounted.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any, Protocol
 
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -22,7 +23,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from gateway.telemetry.tracing import Tracing
 from gateway.usage import Usage
 
-__all__ = ["Recorder", "RequestTelemetry", "RequestTelemetryMiddleware"]
+__all__ = ["Recorder", "RequestTelemetry", "is_api_path", "request_headers", "request_id_from"]
 
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -55,6 +56,15 @@ API_PATHS = (
 )
 
 request_log = logging.getLogger("gateway.requests")
+
+
+def is_api_path(path: str) -> bool:
+    return path.startswith(API_PATHS)
+
+
+def request_headers(scope: Mapping[str, Any]) -> dict[str, str]:
+    """An ASGI request's headers by lowercase name (the last of a repeated one)."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
 def request_id_from(headers: Mapping[str, str]) -> str:
@@ -136,6 +146,44 @@ class RequestTelemetry:
         telemetry = cls(request_id or uuid.uuid4().hex, tracing=Tracing(None))
         telemetry._done = True
         return telemetry
+
+    @classmethod
+    def open(
+        cls,
+        scope: MutableMapping[str, Any],
+        headers: Mapping[str, str],
+        request_id: str,
+        *,
+        tracing: Tracing,
+        clock: Callable[[], float] = time.monotonic,
+        recorder: Recorder | None = None,
+    ) -> RequestTelemetry:
+        """The telemetry of the API request ``scope``, left on its state for the path."""
+        state = scope.setdefault("state", {})
+        telemetry = cls(
+            request_id,
+            tracing=tracing,
+            method=scope["method"],
+            path=scope["path"],
+            headers=headers,
+            clock=clock,
+            recorder=recorder,
+            state=state,
+        )
+        state["telemetry"] = telemetry
+        return telemetry
+
+    def answered(self, scope: MutableMapping[str, Any]) -> None:
+        """The app is done with the request (its answer sent or failed): what the path left
+        on the state is read, and the request ends once its exchange, if any, is closed."""
+        state = scope.get("state", {})
+        self.key = self.key or state.get("key")
+        if self.model is None:
+            self.model = state.get("model")
+        self.release()
+        # The state and the telemetry point at each other: without this edge the request's
+        # objects go with their last reference, not at the next collection.
+        state.pop("telemetry", None)
 
     @property
     def key_name(self) -> str | None:
@@ -292,66 +340,3 @@ class RequestTelemetry:
                 self.recorder.finished(self, fields)
             except Exception:  # the console's buffer must never fail a request
                 request_log.exception("recording request %s failed", self.request_id)
-
-
-class RequestTelemetryMiddleware:
-    """ASGI middleware around the whole app (so it also sees the router's 404s and 405s)."""
-
-    def __init__(
-        self,
-        app: Callable[..., Any],
-        *,
-        tracing: Tracing,
-        paths: tuple[str, ...] = API_PATHS,
-        clock: Callable[[], float] = time.monotonic,
-        recorder: Recorder | None = None,
-    ) -> None:
-        self.app = app
-        self.recorder = recorder
-        self.tracing = tracing
-        self.paths = paths
-        self.clock = clock
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        request_id = request_id_from(headers)
-        telemetry: RequestTelemetry | None = None
-        if scope["path"].startswith(self.paths):
-            telemetry = RequestTelemetry(
-                request_id,
-                tracing=self.tracing,
-                method=scope["method"],
-                path=scope["path"],
-                headers=headers,
-                clock=self.clock,
-                recorder=self.recorder,
-                state=scope.setdefault("state", {}),
-            )
-            scope["state"]["telemetry"] = telemetry
-        raw_id = request_id.encode()
-
-        async def send_with_id(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                message = {
-                    **message,
-                    "headers": [*message.get("headers", ()), (b"x-request-id", raw_id)],
-                }
-                if telemetry is not None:
-                    telemetry.http_status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            if telemetry is not None:
-                state = scope.get("state", {})
-                telemetry.key = telemetry.key or state.get("key")
-                if telemetry.model is None:
-                    telemetry.model = state.get("model")
-                telemetry.release()
-                # The state and the telemetry point at each other: without this edge the
-                # request's objects go with their last reference, not at the next collection.
-                state.pop("telemetry", None)

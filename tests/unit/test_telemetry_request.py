@@ -14,7 +14,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from gateway.telemetry.request import RequestTelemetry, RequestTelemetryMiddleware
+from gateway.api.edge import EdgeMiddleware
+from gateway.telemetry.request import RequestTelemetry
 from gateway.telemetry.tracing import Tracing, otlp_traces_endpoint
 from gateway.usage import Usage
 
@@ -55,7 +56,7 @@ async def health() -> dict:
 
 def _app(tracing: Tracing) -> Litestar:
     app = Litestar([chat, refused, health], logging_config=None)
-    app.asgi_handler = RequestTelemetryMiddleware(app.asgi_handler, tracing=tracing)
+    app.asgi_handler = EdgeMiddleware(app.asgi_handler, tracing=tracing, max_url_bytes=8192)
     return app
 
 
