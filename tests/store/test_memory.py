@@ -40,6 +40,20 @@ async def test_each_script_is_compiled_once_and_known_by_its_digest(memory: Any)
     assert await memory.script_exists(count.sha) == [True]
 
 
+async def test_a_scripts_time_is_the_clock_as_it_started(memory: Any) -> None:
+    """TIME inside a script is answered in Lua (no crossing into Python): the clock read as
+    the script started, in Redis's shape — seconds and microseconds, as digits."""
+    before = time.time_ns() // 1000
+    seconds, micros = await memory.eval("return redis.call('TIME')", 0)
+    after = time.time_ns() // 1000
+    assert seconds.isdigit() and micros.isdigit() and int(micros) < 1_000_000
+    assert before <= int(seconds) * 1_000_000 + int(micros) <= after
+    first, second = await memory.eval(
+        "local a = redis.call('TIME') local b = redis.call('TIME') return {a[2], b[2]}", 0
+    )
+    assert first == second  # one reading per script
+
+
 async def test_a_forgotten_script_is_noscript_and_is_sent_again_by_its_text(memory: Any) -> None:
     count = memory.register_script(INCR)
     await count(keys=["n"])

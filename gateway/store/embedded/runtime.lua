@@ -39,15 +39,27 @@ local function reply(first, second, ...)
   return first
 end
 
+-- The time (µs) read by Python as it started the running script, TIME's reply: every script
+-- of the gateway asks for it once, and answering here saves that call its crossing. (A double
+-- holds today's microseconds exactly: they stay below 2^53 until the year 2255.)
+local clock = 0
+local format, floor = string.format, math.floor
+local function time()
+  local s = floor(clock / 1000000)
+  return {format('%d', s), format('%d', clock - s * 1000000)}
+end
+
 local redis = {}
 G.redis = redis
-function redis.call(...)
-  local value, err = reply(call_python(...))
+function redis.call(name, ...)
+  if name == 'TIME' and select('#', ...) == 0 then return time() end
+  local value, err = reply(call_python(name, ...))
   if err ~= nil then error({err = err}) end
   return value
 end
-function redis.pcall(...)
-  local value, err = reply(call_python(...))
+function redis.pcall(name, ...)
+  if name == 'TIME' and select('#', ...) == 0 then return time() end
+  local value, err = reply(call_python(name, ...))
   if err ~= nil then return {err = err} end
   return value
 end
@@ -134,14 +146,16 @@ local function execute(fn, sha, keys, argv)
   return unpack(out, 1, n)
 end
 
-local function run(fn, sha, nkeys, ...)
+local function run(fn, sha, micros, nkeys, ...)
+  clock = micros
   local argv = {select(nkeys + 1, ...)}
   local keys = {...}
   for i = #keys, nkeys + 1, -1 do keys[i] = nil end
   return execute(fn, sha, keys, argv)
 end
 
-local function run_table(fn, sha, nkeys, all)
+local function run_table(fn, sha, micros, nkeys, all)
+  clock = micros
   local keys, argv = {}, {}
   for i = 1, nkeys do keys[i] = all[i] end
   for i = nkeys + 1, #all do argv[i - nkeys] = all[i] end

@@ -11,6 +11,9 @@ Redis converts them.
   attempted to access nonexistent global variable"; a ``rawset`` past the proxy is caught
   after the script and answered as an error. Unlike Redis, the library tables themselves
   (``string``, ``redis``…) are not frozen.
+- **TIME without a crossing.** Every script of the gateway asks for ``TIME`` once; the
+  runtime answers it in Lua with the time read as the script started (as Redis's own clock
+  moves on during a script by what the script took, microseconds).
 - **One crossing per call.** ``redis.call(...)`` is a Lua function that calls
   :meth:`Scripts.call` in Python and turns what comes back into Redis's Lua value: an
   integer or a string as is, nil as ``false``, an array as a table (Python returns it as a
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from importlib import resources
 from typing import Any
 
@@ -130,10 +134,12 @@ class Scripts:
             raise CommandError("ERR Number of keys can't be greater than number of args")
         if count < 0:
             raise CommandError("ERR Number of keys can't be negative")
+        micros = time.time_ns() // 1000  # the script's TIME (runtime.lua)
         if len(args) > STACK_ITEMS:
-            result = self._run_table(function, sha, count, self.lua.table_from(list(args)))
+            table = self.lua.table_from(list(args))
+            result = self._run_table(function, sha, micros, count, table)
         else:
-            result = self._run(function, sha, count, *args)
+            result = self._run(function, sha, micros, count, *args)
         kind = type(result)
         if kind is tuple:
             if result[0] is None:  # a long reply, left in its Lua table
