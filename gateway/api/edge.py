@@ -70,7 +70,8 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = request_headers(scope)
+        # Every header decoded only for a trace to continue; else just the request id's.
+        headers = request_headers(scope) if self.tracing.enabled else _request_id_header(scope)
         request_id = request_id_from(headers)
         raw_id = request_id.encode()
         telemetry: RequestTelemetry | None = None
@@ -115,3 +116,12 @@ class EdgeMiddleware:
                 await departure.stop()
             if telemetry is not None:
                 telemetry.answered(scope)
+
+
+def _request_id_header(scope: Scope) -> dict[str, str]:
+    """What :func:`request_headers` would hold of ``x-request-id`` (the last one given)."""
+    found = {}
+    for name, value in scope["headers"]:
+        if len(name) == 12 and name.lower() == b"x-request-id":
+            found["x-request-id"] = value.decode("latin-1")
+    return found

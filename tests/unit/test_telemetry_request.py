@@ -144,8 +144,11 @@ async def test_refusals_and_unknown_paths_carry_a_request_id(tracing, exporter, 
 async def test_tracing_off_makes_no_spans(caplog) -> None:
     caplog.set_level(logging.INFO, logger="gateway.requests")
     async with AsyncTestClient(_app(Tracing(None))) as client:
-        answer = await client.post("/v1/chat/completions", json={})
+        answer = await client.post(
+            "/v1/chat/completions", json={}, headers={"x-request-id": "kept-without-tracing"}
+        )
     assert "traceparent" not in answer.json()["sent"]
+    assert answer.headers["x-request-id"] == "kept-without-tracing"
     assert [r.status for r in caplog.records if r.name == "gateway.requests"] == [200]
 
 
