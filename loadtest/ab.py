@@ -14,6 +14,10 @@ least-busy``: no affinity lookup), to see what a part of the path costs::
     git worktree add /tmp/base HEAD~1
     python -m loadtest.ab --rounds 5 /tmp/base . .:nolimits,leastbusy
 
+For changes worth a few percent, put both trees under ``/tmp`` (``git worktree add /tmp/new
+HEAD`` too): on a noisy VM, a tree there against this checkout read up to 20% apart for code
+that differed by microseconds (``loadtest/results/ab-2026-12-03-edge.md``).
+
 ``--one-connection`` measures latency instead: ``wrk -c1``, the median time a request takes
 through each tree (the overhead scenario's one-connection step), median over the rounds.
 """
