@@ -161,6 +161,7 @@ class Dispatcher:
                 drop_usage=not exchange.request.wants_usage,
                 clock=self.clock,
                 answer_format=format_of(exchange.request.endpoint),
+                model=exchange.request.model,
             ):
                 yield piece
         finally:

@@ -15,6 +15,7 @@ that contain one of a format's :attr:`AnswerFormat.markers`.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -90,6 +91,11 @@ class AnswerFormat:
                 return False  # the client did not ask for this chunk; the gateway did
         return True
 
+    def opening(self, events: bytes, model: str) -> bytes:
+        """A stream's first events (complete ones) as the client's SDK needs them: as they
+        are, but for Anthropic's."""
+        return events
+
     def error_event(self, message: str, type_: str, code: str | None) -> bytes:
         body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
         return b"data: " + msgspec.json.encode(body) + b"\n\n"
@@ -150,6 +156,29 @@ class AnthropicFormat(AnswerFormat):
         if outcome.reported:
             outcome.usage = self.usage({"usage": outcome.reported})
         return True
+
+    def opening(self, events: bytes, model: str) -> bytes:
+        """A stream that does not start with ``message_start`` gets one. llama-server sends
+        it with the first token's text, and a first token that is only part of a character (an
+        emoji's first bytes) has none, so it never comes; Anthropic's SDKs cannot build the
+        message without it. Its usage is unknown here: zeros, and the request is accounted
+        with the prompt tokens llama-server did not report (none)."""
+        if events.startswith((b"event: message_start", b"event: error")):
+            return events
+        start = {
+            "type": "message_start",
+            "message": {
+                "id": "msg_" + secrets.token_hex(12),
+                "type": "message",
+                "role": "assistant",
+                "content": [],
+                "model": model,
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {"input_tokens": 0, "output_tokens": 0},
+            },
+        }
+        return b"event: message_start\ndata: " + msgspec.json.encode(start) + b"\n\n" + events
 
     def error_event(self, message: str, type_: str, code: str | None) -> bytes:
         kind = "overloaded_error" if type_ == "service_unavailable_error" else "api_error"

@@ -27,11 +27,14 @@ async def relay(
     drop_usage: bool,
     clock: Callable[[], float],
     answer_format: AnswerFormat | None = None,
+    model: str = "",
 ) -> AsyncIterator[bytes]:
-    """Yield the stream in pieces that each end on an event boundary; fill ``outcome``."""
+    """Yield the stream in pieces that each end on an event boundary; fill ``outcome``.
+    ``model``: the model the client asked for, should the format need to write it."""
     fmt = answer_format or AnswerFormat()
     markers = fmt.markers
     pending = b""
+    opened = False
     try:
         async for chunk in upstream.chunks():
             if outcome.first_byte_at is None:
@@ -45,6 +48,9 @@ async def relay(
             if any(marker in complete for marker in markers):
                 complete = _inspect(complete, outcome, drop_usage, fmt)
             if complete:
+                if not opened:
+                    opened = True
+                    complete = fmt.opening(complete, model)
                 yield complete
     except GatewayError as exc:
         # The client already has a 200 and part of the stream: end it with an error event.

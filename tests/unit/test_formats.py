@@ -38,6 +38,19 @@ MESSAGES_STREAM = (
     b'"max_tokens","stop_sequence":null},"usage":{"output_tokens":3}}\n\n'
     b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
 )
+# Recorded through the gateway from llama-server (2026-12-03) under load: its first token was
+# an emoji's first bytes, so no text and no message_start (llama-server sends it with the
+# first partial that has text: ``n_decoded == 1``).
+MESSAGES_STREAM_WITHOUT_START = (
+    b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+    b'"content_block":{"type":"text","text":""}}\n\n'
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":'
+    b'{"type":"text_delta","text":"\xf0\x9f\x91\x8c"}}\n\n'
+    b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
+    b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":'
+    b'"max_tokens","stop_sequence":null},"usage":{"output_tokens":5}}\n\n'
+    b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+)
 NATIVE_STREAM = (
     b'data: {"index":0,"content":" the","tokens":[260],"stop":false,"tokens_predicted":1,'
     b'"tokens_evaluated":2}\n\n'
@@ -148,3 +161,29 @@ async def test_a_responses_stream_cut_short_ends_with_a_responses_error_event() 
     last = msgspec.json.decode(out[len(cut) :].split(b"data: ", 1)[1])
     assert last["type"] == "error" and last["code"] == "upstream_incomplete"
     assert outcome.usage is None and outcome.events == 3  # what the client did receive
+
+
+async def test_an_anthropic_stream_without_its_message_start_gets_one() -> None:
+    """Anthropic's SDKs build the message from message_start: a stream that lacks it (see
+    MESSAGES_STREAM_WITHOUT_START) gets one first, with the model asked for; one that has it
+    is relayed as it came."""
+    outcome = StreamOutcome()
+    out = relay(
+        FakeUpstream([MESSAGES_STREAM_WITHOUT_START]),  # type: ignore[arg-type]
+        outcome,
+        drop_usage=False,
+        clock=lambda: 1.0,
+        answer_format=format_of(Endpoint.MESSAGES),
+        model="smollm2",
+    )
+    relayed = b"".join([piece async for piece in out])
+    first, rest = relayed.split(b"\n\n", 1)
+    assert first.startswith(b"event: message_start\ndata: ")
+    start = msgspec.json.decode(first.split(b"data: ", 1)[1])
+    assert start["type"] == "message_start" and start["message"]["model"] == "smollm2"
+    assert start["message"]["id"].startswith("msg_") and start["message"]["role"] == "assistant"
+    assert rest == MESSAGES_STREAM_WITHOUT_START
+    assert outcome.done and outcome.usage == Usage(0, 5, 0)
+
+    whole, _ = await _relay(Endpoint.MESSAGES, MESSAGES_STREAM)
+    assert whole == MESSAGES_STREAM
