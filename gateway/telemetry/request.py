@@ -62,9 +62,17 @@ def is_api_path(path: str) -> bool:
     return path.startswith(API_PATHS)
 
 
-def request_headers(scope: Mapping[str, Any]) -> dict[str, str]:
-    """An ASGI request's headers by lowercase name (the last of a repeated one)."""
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+def request_headers(scope: Mapping[str, Any], *, every: bool = True) -> dict[str, str]:
+    """An ASGI request's headers by lowercase name (the last of a repeated one); without
+    ``every``, only ``x-request-id`` (all the request needs when no trace continues)."""
+    raw = scope["headers"]
+    if every:
+        return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
+    found = {}
+    for name, value in raw:
+        if len(name) == 12 and name.lower() == b"x-request-id":
+            found[REQUEST_ID_HEADER] = value.decode("latin-1")
+    return found
 
 
 def request_id_from(headers: Mapping[str, str]) -> str:
