@@ -40,6 +40,7 @@ from gateway.store.connection import connect
 from gateway.store.limits import Limiter
 from gateway.store.prefixes import AffinityStore
 from gateway.surfaces import anthropic, native, ollama, openai
+from gateway.surfaces.direct import DirectRoutes
 from gateway.surfaces.errors import EXCEPTION_HANDLERS
 from gateway.surfaces.openapi import OPENAPI_CONFIG
 from gateway.telemetry.metrics import Metrics
@@ -199,9 +200,11 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         debug=False,
     )
     # Plain ASGI around the whole app: what every request meets before the router, and every
-    # answer on its way out (request id, telemetry, client departures, security headers).
+    # answer on its way out (request id, telemetry, client departures, security headers);
+    # within it, the forwarding routes' POSTs are answered without the router's walk.
+    direct = DirectRoutes(app, dispatcher=dispatcher, cors=bool(settings.cors_origins))
     app.asgi_handler = EdgeMiddleware(  # type: ignore[assignment]
-        app.asgi_handler, tracing=tracing, max_url_bytes=settings.max_url_bytes, recorder=recent
+        direct, tracing=tracing, max_url_bytes=settings.max_url_bytes, recorder=recent
     )
     return app
 

@@ -29,24 +29,31 @@ ANONYMOUS = ApiKey(id="anonymous", name="anonymous", created=0)
 
 
 async def require_api_key(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-    # The telemetry middleware leaves one on API paths; a path it did not recognise as one
-    # must still be served (or refused) cleanly, and the handlers read it too.
-    state = connection.state  # Litestar builds a new State on each access
-    telemetry = getattr(state, "telemetry", None)
+    # Read off the scope, not through Litestar's ``state`` and ``headers`` (each builds an
+    # object per access): every request the gateway forwards passes here.
+    scope = connection.scope
+    state = scope["state"]
+    # The edge leaves one on API paths; a path it did not recognise as one must still be
+    # served (or refused) cleanly, and the handlers read it too.
+    telemetry = state.get("telemetry")
     if telemetry is None:
-        telemetry = state.telemetry = RequestTelemetry.detached()
+        telemetry = state["telemetry"] = RequestTelemetry.detached()
     authenticator = connection.app.state.authenticator
     if authenticator is None:
-        state.api_key = ANONYMOUS
+        state["api_key"] = ANONYMOUS
         return
-    header = connection.headers.get("authorization")
-    api_key = connection.headers.get("x-api-key")
+    header = api_key = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            header = header or value.decode("latin-1")
+        elif name == b"x-api-key":
+            api_key = api_key or value.decode("latin-1")
     if header is None and api_key:  # Anthropic's clients send their key so
         header = f"Bearer {api_key}"
     with telemetry.phase("auth"):
         key = await authenticator.authenticate(header)
-    state.api_key = key
-    state.key = key.name
+    state["api_key"] = key
+    state["key"] = key.name
 
 
 def bearer_is(connection: ASGIConnection, token: str) -> bool:

@@ -21,24 +21,24 @@ from gateway.requests import Endpoint, ParsedRequest, parse
 from gateway.surfaces import Surface
 from gateway.surfaces.openapi import documented
 
-__all__ = ["SSE_HEADERS", "Reader", "describe", "forwarding", "proxy"]
+__all__ = ["SSE_HEADERS", "ForwardingRoute", "Reader", "describe", "forwarding", "proxy"]
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def describe(request: Request, dispatcher: Dispatcher, parsed: ParsedRequest) -> None:
     """Name the request's model for metrics and logs, and describe it to its trace."""
-    state = request.state  # Litestar builds a new State on each access
-    state.model = dispatcher.pool.label_for(parsed.model)
-    state.telemetry.describe(model=state.model, max_tokens=parsed.max_tokens, stream=parsed.stream)
+    state = request.scope["state"]  # (Litestar's ``request.state`` is a new object each time)
+    model = state["model"] = dispatcher.pool.label_for(parsed.model)
+    state["telemetry"].describe(model=model, max_tokens=parsed.max_tokens, stream=parsed.stream)
 
 
 async def proxy(request: Request, dispatcher: Dispatcher, parsed: ParsedRequest) -> Response:
     """Send ``parsed`` down the path; the backend's answer as it wrote it (one filling
     several slots is split, and its parts' answers merged: ``exchange/batch.py``)."""
     describe(request, dispatcher, parsed)
-    state = request.state
-    key, telemetry = state.api_key, state.telemetry
+    state = request.scope["state"]
+    key, telemetry = state["api_key"], state["telemetry"]
     parts = split(parsed)
     if parts is not None:
         body, headers = await read_parts(dispatcher, parts, key=key, telemetry=telemetry)
@@ -61,22 +61,32 @@ async def proxy(request: Request, dispatcher: Dispatcher, parsed: ParsedRequest)
     return Response(content=body, media_type="application/json", headers=limit_headers)
 
 
-class _ForwardingRoute(HTTPRouteHandler):
-    """Litestar's route handler, its guards handed the route itself: Litestar hands each guard
-    a ``copy()`` of it (~25 µs a request, a tenth of the gateway's own work on it), which
-    only a guard that changes the route would need — none of the gateway's does."""
-
-    async def authorize_connection(self, connection: ASGIConnection) -> None:
-        for guard in self.resolve_guards():
-            await guard(connection, self)  # type: ignore[misc]
-
-
 #: How a surface reads one endpoint's body into the request value (``parse`` by default).
 Reader = Callable[[Endpoint, bytes, Request], ParsedRequest]
 
 
 def _parse(endpoint: Endpoint, raw: bytes, request: Request) -> ParsedRequest:
     return parse(endpoint, raw)
+
+
+class ForwardingRoute(HTTPRouteHandler):
+    """The route of a surface whose backend speaks its API: Litestar's route handler, which
+    also knows what it reads (``endpoint``, ``read``), so that ``surfaces/direct.py`` can
+    answer a POST to it without Litestar's router (:meth:`answer` is the handler's body)."""
+
+    endpoint: Endpoint
+    read: Reader
+
+    async def answer(self, request: Request, dispatcher: Dispatcher, body: bytes) -> Response:
+        """Send the request's ``body`` down the path, hand the answer back."""
+        return await proxy(request, dispatcher, self.read(self.endpoint, body, request))
+
+    async def authorize_connection(self, connection: ASGIConnection) -> None:
+        """Litestar's, the guards handed the route itself: Litestar hands each guard a
+        ``copy()`` of it (~25 µs a request), which only a guard that changes the route would
+        need — none of the gateway's does."""
+        for guard in self.resolve_guards():
+            await guard(connection, self)  # type: ignore[misc]
 
 
 def forwarding(
@@ -91,13 +101,14 @@ def forwarding(
     it down the path, hand the answer back — documented in ``/openapi.json``."""
 
     async def forward(request: Request, dispatcher: NamedDependency[Dispatcher]) -> Response:
-        parsed = read(endpoint, await request.body(), request)
-        return await proxy(request, dispatcher, parsed)
+        return await route.answer(request, dispatcher, await request.body())
 
-    return _ForwardingRoute(
+    route = ForwardingRoute(
         path,
         http_method=HttpMethod.POST,
         status_code=200,
         summary=summary or f"{endpoint}",
         operation_class=documented(endpoint, surface),
-    )(forward)
+    )
+    route.endpoint, route.read = endpoint, read
+    return route(forward)
