@@ -10,8 +10,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from tests.support.processes import Gateway, LlamaServer
 from tests.support.redis_sentinel import Sentinels
 from tests.support.redis_server import RedisServer
@@ -62,11 +60,7 @@ class Lab:
 
     def create_key(self, gw: Gateway, **fields: object) -> str:
         """A key made through the admin API of ``gw`` (started with ``--admin-token ADMIN``)."""
-        made = httpx.post(
-            f"{gw.url}/admin/keys", json=fields, headers={"Authorization": f"Bearer {ADMIN}"}
-        )
-        made.raise_for_status()
-        return made.json()["key"]
+        return gw.create_key(ADMIN, **fields)
 
     @contextlib.contextmanager
     def scenario(self) -> Iterator[Lab]:

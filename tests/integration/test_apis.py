@@ -172,19 +172,11 @@ def keyed_gateway(backends: list[LlamaServer]) -> Iterator[Gateway]:
         gw.stop()
 
 
-def _key(gw: Gateway, **limits: object) -> str:
-    answer = httpx.post(
-        f"{gw.url}/admin/keys",
-        json={"name": "api-tests", **limits},
-        headers={"Authorization": f"Bearer {ADMIN}"},
-    )
-    assert answer.status_code == 201, answer.text
-    return answer.json()["key"]
-
-
 def test_anthropic_sdk_key_and_rate_limit(keyed_gateway: Gateway) -> None:
     client = anthropic.Anthropic(
-        base_url=keyed_gateway.url, api_key=_key(keyed_gateway, rpm=1), max_retries=0
+        base_url=keyed_gateway.url,
+        api_key=keyed_gateway.create_key(ADMIN, name="api-tests", rpm=1),
+        max_retries=0,
     )
     assert client.messages.create(model="smollm2", max_tokens=3, messages=HI).content
     with pytest.raises(anthropic.RateLimitError) as refused:
@@ -202,7 +194,9 @@ def test_native_routes_pass_auth_and_the_request_limit(keyed_gateway: Gateway) -
     """Tokenizing takes no slot, but a key is still needed and its rpm still counts."""
     url = f"{keyed_gateway.url}/tokenize"
     assert httpx.post(url, json={"content": "hi"}).status_code == 401
-    headers = {"Authorization": f"Bearer {_key(keyed_gateway, rpm=1)}"}
+    headers = {
+        "Authorization": f"Bearer {keyed_gateway.create_key(ADMIN, name='api-tests', rpm=1)}"
+    }
     assert httpx.post(url, json={"content": "hi"}, headers=headers).status_code == 200
     refused = httpx.post(url, json={"content": "hi"}, headers=headers)
     assert refused.status_code == 429 and "retry-after" in refused.headers

@@ -47,19 +47,9 @@ def gateway_with_cors(backends: list[LlamaServer]) -> Iterator[Gateway]:
         gw.stop()
 
 
-def _key(gw: Gateway, **limits: int) -> str:
-    created = httpx.post(
-        f"{gw.url}/admin/keys",
-        json={"name": "direct", **limits},
-        headers={"Authorization": f"Bearer {ADMIN}"},
-    )
-    assert created.status_code in (200, 201), created.text
-    return str(created.json()["key"])
-
-
 @pytest.fixture(scope="module")
 def key(gateway_with_cors: Gateway) -> str:
-    return _key(gateway_with_cors)
+    return gateway_with_cors.create_key(ADMIN, name="direct")
 
 
 def _pair(
@@ -183,7 +173,7 @@ def test_a_body_over_the_limit_without_a_length_is_a_413(
 def test_a_rate_limited_key_is_refused_alike(gateway_with_cors: Gateway) -> None:
     """The 429 carries ``Retry-After`` and the limit headers, the direct way as through
     Litestar."""
-    limited = _key(gateway_with_cors, rpm=1)
+    limited = gateway_with_cors.create_key(ADMIN, name="direct-limited", rpm=1)
     first = httpx.post(
         f"{gateway_with_cors.url}/tokenize", json={"content": "a"}, headers=_bearer(limited)
     )

@@ -37,14 +37,6 @@ def keyed(backends: list[LlamaServer], redis_server: RedisServer) -> Iterator[Ga
         gw.stop()
 
 
-def _key(gw: Gateway, **fields: object) -> str:
-    response = httpx.post(
-        f"{gw.url}/admin/keys", json=fields, headers={"Authorization": f"Bearer {ADMIN}"}
-    )
-    assert response.status_code == 201, response.text
-    return str(response.json()["key"])
-
-
 def _client(gw: Gateway, key: str | None) -> ollama.Client:
     headers = {"Authorization": f"Bearer {key}"} if key else None
     return ollama.Client(host=gw.url, headers=headers, timeout=120)
@@ -62,17 +54,17 @@ def test_probes_need_no_key_and_the_api_does(keyed: Gateway) -> None:
 
 
 def test_a_key_reaches_its_models_only(keyed: Gateway) -> None:
-    client = _client(keyed, _key(keyed, name="ollama-user", models=[MODEL]))
+    client = _client(keyed, keyed.create_key(ADMIN, name="ollama-user", models=[MODEL]))
     assert MODEL in [m.model for m in client.list().models]
     assert client.chat(model=MODEL, messages=HI, options={"num_predict": 3}).message.content
-    other = _client(keyed, _key(keyed, name="ollama-other", models=["another-model"]))
+    other = _client(keyed, keyed.create_key(ADMIN, name="ollama-other", models=["another-model"]))
     with pytest.raises(ollama.ResponseError) as raised:
         other.chat(model=MODEL, messages=HI)
     assert raised.value.status_code == 403 and MODEL in raised.value.error
 
 
 def test_a_limited_key_gets_429_with_retry_after(keyed: Gateway) -> None:
-    key = _key(keyed, name="ollama-slow", rpm=1)
+    key = keyed.create_key(ADMIN, name="ollama-slow", rpm=1)
     client = _client(keyed, key)
     assert client.chat(model=MODEL, messages=HI, options={"num_predict": 2}).done
     with pytest.raises(ollama.ResponseError) as raised:

@@ -109,6 +109,18 @@ class Gateway(Process):
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def create_key(self, admin_token: str, **fields: object) -> str:
+        """A new API key's secret, made through the admin API (the gateway was started with
+        ``--admin-token admin_token``); ``fields`` as ``POST /admin/keys`` takes them."""
+        made = httpx.post(
+            f"{self.url}/admin/keys",
+            json={"name": "test", **fields},
+            headers={"Authorization": f"Bearer {admin_token}"},
+            timeout=30,
+        )
+        assert made.status_code == 201, made.text
+        return str(made.json()["key"])
+
     def metric(self, name: str, **labels: str) -> float:
         """Sum of a gateway metric's samples whose labels include ``labels``."""
         return sum(
