@@ -48,8 +48,11 @@ class BackendClient:
                 headers=self._headers,
                 timeout=self._timeout,
                 connector=aiohttp.TCPConnector(limit=self._pool_size, ttl_dns_cache=300),
-                skip_auto_headers=("User-Agent",),
+                # The body is relayed as it comes: ask for it uncompressed (a proxy in front
+                # of the backend would otherwise gzip what reaches the client as JSON).
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
                 auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),  # llama-server sets none
             )
         return self._session
 
