@@ -72,6 +72,8 @@ class AffinityRouter(RoutingHooks):
         self._routes: dict[object, Route] = {}  # by lease
         #: Slots this gateway pinned that are still in use, per backend.
         self._pinned: Counter[tuple[Backend, int]] = Counter()
+        #: The same, summed per backend (read by every request's snapshot).
+        self._pins: Counter[Backend] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
         #: The busy slots read from each backend's last probe, kept with the list they were
         #: read from: a probe replaces ``slot_states``, and between two probes every request
@@ -97,7 +99,7 @@ class AffinityRouter(RoutingHooks):
         chain, found = lookup if lookup is not None else await self.lookup(request, model)
         candidates = list(inflight)
         matches = {b: _still_held(b, found[b.url]) for b in candidates if b.url in found}
-        pinned = Counter(b for b, _ in self._pinned.elements())
+        pinned = self._pins
         return Snapshot(
             inflight,
             matches,
@@ -115,6 +117,7 @@ class AffinityRouter(RoutingHooks):
             route.slot = snapshot.idle_matching_slot(backend)
             if route.slot is not None:
                 self._pinned[backend, route.slot] += 1
+                self._pins[backend] += 1
                 log.debug("pinned to slot %d of %s", route.slot, backend.name)
         self._routes[lease] = route
 
@@ -211,6 +214,9 @@ class AffinityRouter(RoutingHooks):
         self._pinned[key] -= 1
         if self._pinned[key] <= 0:
             del self._pinned[key]
+        self._pins[route.backend] -= 1
+        if self._pins[route.backend] <= 0:
+            del self._pins[route.backend]
 
     def _busy(self, backend: Backend) -> frozenset[int]:
         states = backend.slot_states
