@@ -1,20 +1,22 @@
-"""The forwarding routes' POSTs, answered without Litestar's walk to the handler and back.
+"""The POSTs that carry a request to a backend, answered without Litestar's walk to the
+handler and back.
 
-A POST to a forwarding route (``surfaces/proxy.py``: every OpenAI, Anthropic and llama.cpp
-route whose body goes to a backend) is the request the gateway exists for, and Litestar's
-per-request machinery around its handler — the router, the exception middleware, dependency
-injection, the response classes — cost a quarter of the gateway's core on it (0.446 → 0.331
-ms a request without it; ``loadtest/results/ab-2026-12-03-direct.md``). :class:`DirectRoutes`,
-a plain ASGI layer just inside the edge, answers those POSTs itself with the parts Litestar
-would use: the route's own handler object (its guards, its body limit, its
-:meth:`~gateway.surfaces.proxy.ForwardingRoute.answer`), the app's exception handlers for a
-refusal, and Litestar's ``Request`` for the request. Left out is what these routes never use:
-path parameters, dependency injection, DTOs, response hooks, cookies.
+Those POSTs (every OpenAI, Anthropic and llama.cpp route whose body goes to a backend —
+``surfaces/proxy.py`` — and Ollama's chat, generate and embed) are the requests the gateway
+exists for, and Litestar's per-request machinery around their handlers — the router, the
+exception middleware, dependency injection, the response classes — cost a quarter of the
+gateway's core on them (0.446 → 0.348 ms a request; ``loadtest/results/ab-2026-12-03-direct.md``).
+Such a route is made by :func:`direct_post`: a Litestar route handler that also holds its
+:data:`Answer`. :class:`DirectRoutes`, a plain ASGI layer just inside the edge, answers a POST
+to it with the parts Litestar would use — the route's own handler object (its guards, its body
+limit), the app's exception handlers for a refusal, Litestar's ``Request`` — and writes the
+answer itself. Left out is what these routes never use: path parameters, dependency injection,
+DTOs, response hooks, cookies.
 
 Litestar still owns the routes: they are registered with it and documented in
 ``/openapi.json``, and it answers everything this layer passes on — another method (405, a
 CORS preflight), another path (a trailing slash), and, when CORS is on, a request from a
-browser (its CORS layer adds the headers).
+browser (its CORS layer adds the headers); its handler calls the same :data:`Answer`.
 """
 
 from __future__ import annotations
@@ -24,16 +26,16 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
-from litestar import Litestar, Request, Response
+from litestar import HttpMethod, Litestar, Request, Response
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
 from litestar.exceptions import HTTPException, InternalServerException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
+from litestar.handlers import HTTPRouteHandler
 from litestar.response import Stream
 from litestar.routes import HTTPRoute
 
-from gateway.exchange import Dispatcher
-from gateway.surfaces.proxy import ForwardingRoute
-
-__all__ = ["DirectRoutes"]
+__all__ = ["Answer", "DirectRoute", "DirectRoutes", "direct_post"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -41,22 +43,55 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 #: Litestar's ASGI handler (typed by Litestar's own scope and event types).
 App = Callable[..., Awaitable[None]]
+#: A direct route's body: the request, the app's state (its parts: ``state.dispatcher``…) and
+#: the request's body, read; the answer.
+Answer = Callable[[Request, State, bytes], Awaitable[Response]]
+
+
+class DirectRoute(HTTPRouteHandler):
+    """A POST route whose :attr:`answer` :class:`DirectRoutes` may call without Litestar's
+    router; made by :func:`direct_post`."""
+
+    answer: Answer
+
+    async def authorize_connection(self, connection: ASGIConnection) -> None:
+        """Litestar's, the guards handed the route itself: Litestar hands each guard a
+        ``copy()`` of it (~25 µs a request), which only a guard that changes the route would
+        need — none of the gateway's does."""
+        for guard in self.resolve_guards():
+            await guard(connection, self)  # type: ignore[misc]
+
+
+def direct_post(path: str | list[str], answer: Answer, *, name: str, **options: Any) -> DirectRoute:
+    """A POST route answered by ``answer`` — through Litestar (a request it keeps: see the
+    module's docstring) or straight from :class:`DirectRoutes` alike. ``name`` is the
+    handler's, which ``/openapi.json`` builds the operation's id (and default summary) from;
+    ``options``: the route handler's (``summary``, ``operation_class``…)."""
+
+    async def through_litestar(request: Request) -> Response:
+        return await answer(request, request.app.state, await request.body())
+
+    through_litestar.__name__ = through_litestar.__qualname__ = name
+    route = DirectRoute(path, http_method=HttpMethod.POST, status_code=200, **options)
+    route.answer = answer
+    route(through_litestar)
+    return route
 
 
 class DirectRoutes:
-    """``app``'s ASGI handler, with the POSTs to its forwarding routes answered directly."""
+    """``app``'s ASGI handler, with the POSTs to its direct routes answered directly."""
 
-    def __init__(self, app: Litestar, *, dispatcher: Dispatcher, cors: bool) -> None:
+    def __init__(self, app: Litestar, *, cors: bool) -> None:
         self.inner: App = app.asgi_handler
-        self.dispatcher = dispatcher
+        self.state = app.state
         #: Whether a request with an ``Origin`` goes to Litestar (its CORS layer answers it).
         self.cors = cors
-        self.routes: dict[str, ForwardingRoute] = {
+        self.routes: dict[str, DirectRoute] = {
             route.path: handler
             for route in app.routes
             if isinstance(route, HTTPRoute) and not route.path_parameters
             for handler in route.route_handlers
-            if isinstance(handler, ForwardingRoute)
+            if isinstance(handler, DirectRoute)
         }
         self.body_limits = {
             handler: handler.resolve_request_max_body_size() or math.inf
@@ -76,7 +111,7 @@ class DirectRoutes:
         try:
             await handler.authorize_connection(request)
             body = await _body(scope, receive, self.body_limits[handler])
-            response = await handler.answer(request, self.dispatcher, body)
+            response = await handler.answer(request, self.state, body)
         except Exception as exc:
             response = _refusal(handler, request, exc)
         # (a response that names no status has the route's, as with Litestar)
@@ -115,7 +150,7 @@ def _from_browser(scope: Scope) -> bool:
     return any(name == b"origin" for name, _ in scope["headers"])
 
 
-def _refusal(handler: ForwardingRoute, request: Request, exc: Exception) -> Response:
+def _refusal(handler: DirectRoute, request: Request, exc: Exception) -> Response:
     """The app's exception handler's answer to ``exc``, found as Litestar finds it (a
     status code's handler first, then the nearest class's)."""
     handlers = handler.resolve_exception_handlers()

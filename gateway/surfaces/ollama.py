@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, Router, get, head, post, route
+from litestar import Request, Response, Router, get, head, route
 from litestar.background_tasks import BackgroundTask
-from litestar.di import NamedDependency
+from litestar.datastructures import State
 from litestar.response import Stream
 
 from gateway.auth.guards import require_api_key
@@ -36,6 +36,7 @@ from gateway.requests import parse
 from gateway.runners.scheduler import Scheduler
 from gateway.runners.state import ModelState
 from gateway.surfaces import Surface
+from gateway.surfaces.direct import direct_post
 from gateway.surfaces.ollama_answers import AnswerTranslator, created_at, embed_answer, ndjson
 from gateway.surfaces.ollama_models import context_per_request, ps, resolve_model, show, tags
 from gateway.surfaces.ollama_requests import (
@@ -80,37 +81,31 @@ def version() -> dict[str, str]:
 # -- generation -----------------------------------------------------------------------------
 
 
-@post("/chat", status_code=200, operation_class=_DOCUMENTED)
-async def chat(
-    request: Request,
-    dispatcher: NamedDependency[Dispatcher],
-    scheduler: NamedDependency[Scheduler],
-    settings: NamedDependency[Settings],
-) -> Response:
-    return await _generate(request, dispatcher, scheduler, settings, read_chat, chat=True)
+async def _chat(request: Request, state: State, body: bytes) -> Response:
+    return await _generate(request, state, body, read_chat, chat=True)
 
 
-@post("/generate", status_code=200, operation_class=_DOCUMENTED)
-async def generate(
-    request: Request,
-    dispatcher: NamedDependency[Dispatcher],
-    scheduler: NamedDependency[Scheduler],
-    settings: NamedDependency[Settings],
-) -> Response:
-    return await _generate(request, dispatcher, scheduler, settings, read_generate, chat=False)
+async def _completion(request: Request, state: State, body: bytes) -> Response:
+    return await _generate(request, state, body, read_generate, chat=False)
+
+
+chat = direct_post("/chat", _chat, name="chat", operation_class=_DOCUMENTED)
+generate = direct_post("/generate", _completion, name="generate", operation_class=_DOCUMENTED)
 
 
 async def _generate(
     request: Request,
-    dispatcher: Dispatcher,
-    scheduler: Scheduler,
-    settings: Settings,
+    state: State,
+    body: bytes,
     read: Callable[[dict[str, Any]], OllamaRequest],
     *,
     chat: bool,
 ) -> Response:
     started_at = time.monotonic()
-    asked = read(read_body(await request.body()))
+    dispatcher: Dispatcher = state.dispatcher
+    scheduler: Scheduler = state.scheduler
+    settings: Settings = state.settings
+    asked = read(read_body(body))
     model = resolve_model(dispatcher.pool, asked.model)
     request.state.model = model
     if asked.endpoint is None:  # no prompt: load (or, with keep_alive 0, unload) the model
@@ -213,26 +208,26 @@ async def _wait_loaded(model: str, pool: Pool, scheduler: Scheduler, timeout: fl
 # -- embeddings -----------------------------------------------------------------------------
 
 
-@post("/embed", status_code=200, operation_class=_DOCUMENTED)
-async def embed(
-    request: Request, dispatcher: NamedDependency[Dispatcher], scheduler: NamedDependency[Scheduler]
-) -> Response:
-    return await _embed(request, dispatcher, scheduler, legacy=False)
+async def _embed_new(request: Request, state: State, body: bytes) -> Response:
+    return await _embed(request, state, body, legacy=False)
 
 
-@post("/embeddings", status_code=200, operation_class=_DOCUMENTED)
-async def embeddings(
-    request: Request, dispatcher: NamedDependency[Dispatcher], scheduler: NamedDependency[Scheduler]
-) -> Response:
+async def _embed_legacy(request: Request, state: State, body: bytes) -> Response:
     """The older route: one ``prompt``, one ``embedding``."""
-    return await _embed(request, dispatcher, scheduler, legacy=True)
+    return await _embed(request, state, body, legacy=True)
 
 
-async def _embed(
-    request: Request, dispatcher: Dispatcher, scheduler: Scheduler, *, legacy: bool
-) -> Response:
+embed = direct_post("/embed", _embed_new, name="embed", operation_class=_DOCUMENTED)
+embeddings = direct_post(
+    "/embeddings", _embed_legacy, name="embeddings", operation_class=_DOCUMENTED
+)
+
+
+async def _embed(request: Request, state: State, body: bytes, *, legacy: bool) -> Response:
     started_at = time.monotonic()
-    asked = read_embed(read_body(await request.body()), legacy=legacy)
+    dispatcher: Dispatcher = state.dispatcher
+    scheduler: Scheduler = state.scheduler
+    asked = read_embed(read_body(body), legacy=legacy)
     model = resolve_model(dispatcher.pool, asked.model)
     request.state.model = model
     _check_context(asked, model, dispatcher.pool, scheduler)

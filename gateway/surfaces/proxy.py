@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from litestar import HttpMethod, Request, Response
+from litestar import Request, Response
 from litestar.background_tasks import BackgroundTask
-from litestar.connection import ASGIConnection
-from litestar.di import NamedDependency
+from litestar.datastructures import State
 from litestar.handlers import HTTPRouteHandler
 from litestar.response import Stream
 
@@ -19,9 +18,10 @@ from gateway.exchange.batch import read_parts, split
 from gateway.exchange.forward import forward
 from gateway.requests import Endpoint, ParsedRequest, parse
 from gateway.surfaces import Surface
+from gateway.surfaces.direct import direct_post
 from gateway.surfaces.openapi import documented
 
-__all__ = ["SSE_HEADERS", "ForwardingRoute", "Reader", "describe", "forwarding", "proxy"]
+__all__ = ["SSE_HEADERS", "Reader", "describe", "forwarding", "proxy"]
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -69,26 +69,6 @@ def _parse(endpoint: Endpoint, raw: bytes, request: Request) -> ParsedRequest:
     return parse(endpoint, raw)
 
 
-class ForwardingRoute(HTTPRouteHandler):
-    """The route of a surface whose backend speaks its API: Litestar's route handler, which
-    also knows what it reads (``endpoint``, ``read``), so that ``surfaces/direct.py`` can
-    answer a POST to it without Litestar's router (:meth:`answer` is the handler's body)."""
-
-    endpoint: Endpoint
-    read: Reader
-
-    async def answer(self, request: Request, dispatcher: Dispatcher, body: bytes) -> Response:
-        """Send the request's ``body`` down the path, hand the answer back."""
-        return await proxy(request, dispatcher, self.read(self.endpoint, body, request))
-
-    async def authorize_connection(self, connection: ASGIConnection) -> None:
-        """Litestar's, the guards handed the route itself: Litestar hands each guard a
-        ``copy()`` of it (~25 µs a request), which only a guard that changes the route would
-        need — none of the gateway's does."""
-        for guard in self.resolve_guards():
-            await guard(connection, self)  # type: ignore[misc]
-
-
 def forwarding(
     path: str | list[str],
     endpoint: Endpoint,
@@ -98,17 +78,16 @@ def forwarding(
     summary: str | None = None,
 ) -> HTTPRouteHandler:
     """The route of a surface whose backend speaks its API: read the body (``read``), send
-    it down the path, hand the answer back — documented in ``/openapi.json``."""
+    it down the path, hand the answer back — documented in ``/openapi.json``, and answered
+    without Litestar's router (``surfaces/direct.py``)."""
 
-    async def forward(request: Request, dispatcher: NamedDependency[Dispatcher]) -> Response:
-        return await route.answer(request, dispatcher, await request.body())
+    async def answer(request: Request, state: State, body: bytes) -> Response:
+        return await proxy(request, state.dispatcher, read(endpoint, body, request))
 
-    route = ForwardingRoute(
+    return direct_post(
         path,
-        http_method=HttpMethod.POST,
-        status_code=200,
+        answer,
+        name="forward",
         summary=summary or f"{endpoint}",
         operation_class=documented(endpoint, surface),
     )
-    route.endpoint, route.read = endpoint, read
-    return route(forward)

@@ -122,6 +122,20 @@ def test_a_streamed_chat_answer_matches(gateway_with_cors: Gateway, key: str) ->
         assert json.loads(events[0].removeprefix("data: "))["object"] == "chat.completion.chunk"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_ollama_chat_answer_matches(gateway_with_cors: Gateway, key: str, stream: bool) -> None:
+    body = {**CHAT, "stream": stream, "options": {"num_predict": 2}}
+    direct, routed = _pair(gateway_with_cors, "/api/chat", _bearer(key), json=body)
+    _same_headers(direct, routed)
+    assert direct.status_code == 200
+    expected = "application/x-ndjson" if stream else "application/json"
+    assert direct.headers["content-type"] == expected
+    for answer in (direct, routed):
+        lines = [json.loads(line) for line in answer.text.splitlines() if line]
+        assert lines[-1]["done"] is True and lines[-1]["eval_count"] == 2
+        assert lines[0]["message"]["role"] == "assistant"
+
+
 @pytest.mark.parametrize(
     ("path", "headers", "content", "status"),
     [
@@ -131,6 +145,9 @@ def test_a_streamed_chat_answer_matches(gateway_with_cors: Gateway, key: str) ->
         ("/v1/chat/completions", None, json.dumps({**CHAT, "model": "gpt-9"}), 404),
         ("/v1/messages", None, json.dumps({**CHAT, "model": "gpt-9"}), 404),
         ("/v1/chat/completions", None, b"x" * (BODY_LIMIT + 1), 413),
+        ("/api/chat", {}, json.dumps(CHAT), 401),  # Ollama's shape
+        ("/api/chat", None, json.dumps({**CHAT, "model": "gpt-9"}), 404),
+        ("/api/generate", None, b"[1, 2]", 400),
     ],
 )
 def test_refusals_match_byte_for_byte(
@@ -151,6 +168,8 @@ def test_refusals_match_byte_for_byte(
     error = direct.json()
     if path == "/v1/messages":
         assert error["type"] == "error" and error["error"]["message"]
+    elif path.startswith("/api/"):
+        assert isinstance(error["error"], str) and error["error"]
     else:
         assert error["error"]["message"]
 
