@@ -1,5 +1,5 @@
-"""The forwarding routes' POSTs answered without Litestar's router (``surfaces/direct.py``)
-answer as Litestar answers them.
+"""The POSTs answered without Litestar's router (``surfaces/direct.py``: the forwarding
+routes and Ollama's generation) answer as Litestar answers them.
 
 One gateway with API keys, a small body limit and one CORS origin, over a real llama-server:
 a request without an ``Origin`` takes the direct way, the same request from the allowed
