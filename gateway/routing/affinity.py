@@ -70,10 +70,8 @@ class AffinityRouter(RoutingHooks):
         self.metrics = metrics
         self.pin_slots = pin_slots
         self._routes: dict[object, Route] = {}  # by lease
-        #: Slots this gateway pinned that are still in use, per backend.
-        self._pinned: Counter[tuple[Backend, int]] = Counter()
-        #: The same, summed per backend (read by every request's snapshot).
-        self._pins: Counter[Backend] = Counter()
+        #: Slots this gateway pinned that are still in use (how many times each), per backend.
+        self._pinned: dict[Backend, Counter[int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         #: The busy slots read from each backend's last probe, kept with the list they were
         #: read from: a probe replaces ``slot_states``, and between two probes every request
@@ -99,12 +97,12 @@ class AffinityRouter(RoutingHooks):
         chain, found = lookup if lookup is not None else await self.lookup(request, model)
         candidates = list(inflight)
         matches = {b: _still_held(b, found[b.url]) for b in candidates if b.url in found}
-        pinned = self._pins
+        pinned = {b: slots.total() for b, slots in self._pinned.items()}
         return Snapshot(
             inflight,
             matches,
             busy_slots={b: self._busy(b) for b in candidates},
-            unplaced={b: max(inflight.get(b, 0) - pinned[b], 0) for b in candidates},
+            unplaced={b: max(inflight.get(b, 0) - pinned.get(b, 0), 0) for b in candidates},
             chain=chain,
         )
 
@@ -116,8 +114,7 @@ class AffinityRouter(RoutingHooks):
         if self.pin_slots:
             route.slot = snapshot.idle_matching_slot(backend)
             if route.slot is not None:
-                self._pinned[backend, route.slot] += 1
-                self._pins[backend] += 1
+                self._pinned.setdefault(backend, Counter())[route.slot] += 1
                 log.debug("pinned to slot %d of %s", route.slot, backend.name)
         self._routes[lease] = route
 
@@ -210,13 +207,12 @@ class AffinityRouter(RoutingHooks):
     def _unpin(self, route: Route) -> None:
         if route.slot is None:
             return
-        key = (route.backend, route.slot)
-        self._pinned[key] -= 1
-        if self._pinned[key] <= 0:
-            del self._pinned[key]
-        self._pins[route.backend] -= 1
-        if self._pins[route.backend] <= 0:
-            del self._pins[route.backend]
+        slots = self._pinned[route.backend]
+        slots[route.slot] -= 1
+        if slots[route.slot] <= 0:
+            del slots[route.slot]
+            if not slots:
+                del self._pinned[route.backend]
 
     def _busy(self, backend: Backend) -> frozenset[int]:
         states = backend.slot_states
@@ -226,9 +222,8 @@ class AffinityRouter(RoutingHooks):
                 int(s.get("id", i)) for i, s in enumerate(states) if s.get("is_processing")
             )
             known = self._probed[backend] = (states, busy)
-        if not self._pinned:
-            return known[1]
-        return known[1] | {slot for b, slot in self._pinned if b is backend}
+        pinned = self._pinned.get(backend)
+        return known[1].union(pinned) if pinned else known[1]
 
     async def _find_slot(self, backend: Backend, held: int) -> int | None:
         """Which slot served a request llama-server placed itself — the OpenAI response does
