@@ -201,7 +201,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
     )
     # Plain ASGI around the whole app: what every request meets before the router, and every
     # answer on its way out (request id, telemetry, client departures, security headers);
-    # within it, the forwarding routes' POSTs are answered without the router's walk.
+    # within it, the POSTs that carry a request to a backend skip the router's walk.
     direct = DirectRoutes(app, cors=bool(settings.cors_origins))
     app.asgi_handler = EdgeMiddleware(  # type: ignore[assignment]
         direct, tracing=tracing, max_url_bytes=settings.max_url_bytes, recorder=recent

@@ -143,7 +143,7 @@ async def _body(scope: Scope, receive: Receive, limit: float) -> bytes:
             raise RequestEntityTooLarge
         chunks.append(chunk)
         if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return b"".join(chunks)
 
 
 def _from_browser(scope: Scope) -> bool:
@@ -155,10 +155,8 @@ def _refusal(handler: DirectRoute, request: Request, exc: Exception) -> Response
     status code's handler first, then the nearest class's)."""
     handlers = handler.resolve_exception_handlers()
     found = handlers.get(exc.status_code) if isinstance(exc, HTTPException) else None
-    for kind in type(exc).__mro__:
-        if found is not None:
-            break
-        found = handlers.get(kind)
+    if found is None:
+        found = next((handlers[kind] for kind in type(exc).__mro__ if kind in handlers), None)
     if found is None:
         raise exc
     return found(request, exc)
@@ -191,10 +189,11 @@ async def _stream(
     ends or the client leaves — then the iterator is cancelled where it waits. The background
     task runs after, however the stream ended."""
     streaming = asyncio.current_task()
+    assert streaming is not None  # (an ASGI app runs in a task)
     ended = False
 
     def on_departure(listening: asyncio.Future[bool]) -> None:
-        if not ended and not listening.cancelled() and streaming is not None:
+        if not ended and not listening.cancelled():
             streaming.cancel()
 
     listening = asyncio.ensure_future(_departure(receive))
@@ -206,7 +205,7 @@ async def _stream(
             await send({"type": "http.response.body", "body": data, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     except asyncio.CancelledError:
-        if not listening.done() or listening.cancelled() or streaming is None:
+        if not listening.done() or listening.cancelled():
             raise
         streaming.uncancel()  # the client left: the stream just ends
     finally:

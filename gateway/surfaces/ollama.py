@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -81,24 +82,12 @@ def version() -> dict[str, str]:
 # -- generation -----------------------------------------------------------------------------
 
 
-async def _chat(request: Request, state: State, body: bytes) -> Response:
-    return await _generate(request, state, body, read_chat, chat=True)
-
-
-async def _completion(request: Request, state: State, body: bytes) -> Response:
-    return await _generate(request, state, body, read_generate, chat=False)
-
-
-chat = direct_post("/chat", _chat, name="chat", operation_class=_DOCUMENTED)
-generate = direct_post("/generate", _completion, name="generate", operation_class=_DOCUMENTED)
-
-
 async def _generate(
     request: Request,
     state: State,
     body: bytes,
-    read: Callable[[dict[str, Any]], OllamaRequest],
     *,
+    read: Callable[[dict[str, Any]], OllamaRequest],
     chat: bool,
 ) -> Response:
     started_at = time.monotonic()
@@ -208,21 +197,6 @@ async def _wait_loaded(model: str, pool: Pool, scheduler: Scheduler, timeout: fl
 # -- embeddings -----------------------------------------------------------------------------
 
 
-async def _embed_new(request: Request, state: State, body: bytes) -> Response:
-    return await _embed(request, state, body, legacy=False)
-
-
-async def _embed_legacy(request: Request, state: State, body: bytes) -> Response:
-    """The older route: one ``prompt``, one ``embedding``."""
-    return await _embed(request, state, body, legacy=True)
-
-
-embed = direct_post("/embed", _embed_new, name="embed", operation_class=_DOCUMENTED)
-embeddings = direct_post(
-    "/embeddings", _embed_legacy, name="embeddings", operation_class=_DOCUMENTED
-)
-
-
 async def _embed(request: Request, state: State, body: bytes, *, legacy: bool) -> Response:
     started_at = time.monotonic()
     dispatcher: Dispatcher = state.dispatcher
@@ -309,6 +283,24 @@ async def _check_vision(name: str, model: str, pool: Pool, scheduler: Scheduler)
             f"model '{name}' does not take images: its runner has no multimodal projector (mmproj)",
             param="images",
         )
+
+
+chat = direct_post(
+    "/chat", partial(_generate, read=read_chat, chat=True), name="chat", operation_class=_DOCUMENTED
+)
+generate = direct_post(
+    "/generate",
+    partial(_generate, read=read_generate, chat=False),
+    name="generate",
+    operation_class=_DOCUMENTED,
+)
+embed = direct_post(
+    "/embed", partial(_embed, legacy=False), name="embed", operation_class=_DOCUMENTED
+)
+# The older route: one ``prompt``, one ``embedding``.
+embeddings = direct_post(
+    "/embeddings", partial(_embed, legacy=True), name="embeddings", operation_class=_DOCUMENTED
+)
 
 
 def _json(obj: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
