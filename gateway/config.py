@@ -372,6 +372,13 @@ def _check(settings: Settings) -> None:
             SentinelURL.parse(settings.redis_url)
         except ValueError as exc:
             raise SettingsError(f"redis_url: {exc}") from None
+    if settings.redis_url.startswith("memory://"):
+        from gateway.store.connection import embedded_options
+
+        try:
+            embedded_options(settings.redis_url)
+        except ValueError as exc:
+            raise SettingsError(f"redis_url: {exc}") from None
     if settings.routing not in ROUTING_POLICIES:
         raise SettingsError(f"routing must be one of {', '.join(ROUTING_POLICIES)}")
     for spec in settings.models:

@@ -195,7 +195,11 @@ def _warn_about_access(settings: Settings) -> None:
             "serving %s WITHOUT API keys (--no-auth): anyone who can reach it may use it",
             settings.host,
         )
-    if not settings.no_auth and not settings.admin_token and settings.redis_url == "memory://":
+    if (
+        not settings.no_auth
+        and not settings.admin_token
+        and settings.redis_url.startswith("memory://")
+    ):
         log.warning(
             "API keys are required but no admin token is set and the store is "
             "memory://: no key can be created; set --admin-token or --redis-url"

@@ -20,7 +20,7 @@ import dataclasses
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from typing import Any, cast
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis.asyncio as redis
 from redis import exceptions as redis_errors
@@ -198,13 +198,31 @@ def connect(url: str) -> redis.Redis:
     if url.startswith(SENTINEL_SCHEME):
         return connect_sentinel(url)
     if url.startswith("memory://"):
-        from gateway.store.embedded import EmbeddedRedis
+        from gateway.store.embedded import EmbeddedRedis, Server
 
         # The redis-py client subset the gateway uses, answered in this process: callers
         # see the same replies and exceptions as from redis.asyncio.Redis.
-        return EmbeddedRedis()
+        return EmbeddedRedis(Server(**embedded_options(url)))
     pool = WaitingConnectionPool.from_url(url, **_connection_options())
     return StoreClient(connection_pool=pool)
+
+
+def embedded_options(url: str) -> dict[str, str]:
+    """``memory://``'s one option: ``?lua=lua51`` runs the scripts on PUC Lua 5.1, as Redis
+    does, instead of LuaJIT (the default where lupa has it)."""
+    from gateway.store.embedded.scripting import LUA_RUNTIMES
+
+    parsed = urlsplit(url)
+    options = parse_qs(parsed.query)
+    unknown = set(options) - {"lua"}
+    if parsed.netloc or parsed.path.strip("/") or unknown:
+        raise ValueError(f"memory:// takes no host, path or option but ?lua=: {url!r}")
+    if "lua" not in options:
+        return {}
+    runtime = options["lua"][-1]
+    if runtime not in LUA_RUNTIMES:
+        raise ValueError(f"memory://?lua= is one of {', '.join(LUA_RUNTIMES)}, not {runtime!r}")
+    return {"runtime": runtime}
 
 
 def script(name: str) -> str:

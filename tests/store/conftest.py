@@ -1,5 +1,6 @@
-"""Fixtures for the store tests: every test that takes ``client`` runs twice, against a real
-``redis-server`` (AOF on, started once on a free port) and against ``memory://``."""
+"""Fixtures for the store tests: every test that takes ``client`` runs three times, against a
+real ``redis-server`` (AOF on, started once on a free port) and against ``memory://`` on each
+of its Lua runtimes (LuaJIT, its default, and PUC Lua 5.1, what Redis embeds)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,22 @@ import redis.asyncio as redis
 
 from gateway.store.apikeys import KeyStore
 from gateway.store.connection import connect
+from gateway.store.embedded.scripting import LUA_RUNTIMES
 from gateway.store.limits import Limiter
 
+#: memory:// on each Lua runtime this lupa has.
+MEMORY_URLS = {
+    "memory" if runtime == next(iter(LUA_RUNTIMES)) else f"memory-{runtime}": (
+        f"memory://?lua={runtime}"
+    )
+    for runtime in LUA_RUNTIMES
+}
 
-@pytest.fixture(params=["redis", "memory"])
+
+@pytest.fixture(params=["redis", *MEMORY_URLS])
 def store_url(request: pytest.FixtureRequest) -> str:
-    if request.param == "memory":
-        return "memory://"
+    if request.param in MEMORY_URLS:
+        return MEMORY_URLS[request.param]
     return request.getfixturevalue("redis_server").url
 
 

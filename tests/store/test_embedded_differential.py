@@ -15,6 +15,7 @@ import redis.asyncio as redis
 from gateway.store.admission import AdmissionStore
 from gateway.store.apikeys import KeyStore
 from gateway.store.connection import connect
+from gateway.store.embedded.scripting import LUA_RUNTIMES
 from gateway.store.prefixes import AffinityStore
 
 #: Plain commands, in order, over one keyspace: each type, its options, its errors.
@@ -262,13 +263,19 @@ SCRIPTS: list[tuple[str, list[str], list[Any]]] = [
     ("leaked = 1", [], []),
     ("_G['leaked'] = 1 return 1", [], []),
     ("return leaked", [], []),
+    ("return jit", [], []),
+    ("return string.format('%d %s %.3f', 7.9, 1e15, 2 / 3)", [], []),
+    ("return tostring(2 ^ 53) .. ' ' .. tostring(0.1) .. ' ' .. tostring(-0)", [], []),
     ("return redis.call('INCR', 'nosuch:x') + redis.call('GET', 'absent')", [], []),
 ]
 
 
-@pytest.fixture
-async def both(redis_server: Any) -> AsyncIterator[tuple[redis.Redis, redis.Redis]]:
-    real, memory = connect(redis_server.url), connect("memory://")
+@pytest.fixture(params=list(LUA_RUNTIMES))
+async def both(
+    redis_server: Any, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[redis.Redis, redis.Redis]]:
+    """A real Redis, and memory:// on one of its Lua runtimes."""
+    real, memory = connect(redis_server.url), connect(f"memory://?lua={request.param}")
     await real.flushdb()
     yield real, memory
     await real.flushdb()

@@ -7,6 +7,7 @@ uses. ``test_embedded_differential.py`` holds it against a real Redis."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,16 +18,26 @@ from redis import exceptions as redis_errors
 
 from gateway.store.connection import connect, send_scripts
 from gateway.store.embedded import EmbeddedRedis
+from gateway.store.embedded.scripting import LUA_RUNTIMES
 
 INCR = "return redis.call('INCR', KEYS[1])"
 
 
-@pytest.fixture
-async def memory() -> AsyncIterator[Any]:
-    client = connect("memory://")
+@pytest.fixture(params=list(LUA_RUNTIMES))
+async def memory(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    client = connect(f"memory://?lua={request.param}")
     assert isinstance(client, EmbeddedRedis)
+    assert client.server.scripts.runtime == request.param
     yield client
     await client.aclose()
+
+
+def test_scripts_run_on_luajit_where_lupa_has_it() -> None:
+    """LuaJIT runs the scripts in ~20% less of the core than Lua 5.1 (memory-store.md); the
+    lupa wheels of the gateway's platforms carry it, so a missing one is a build to look at."""
+    assert importlib.util.find_spec("lupa.luajit21") is not None
+    assert connect("memory://").server.scripts.runtime == "luajit"
+    assert connect("memory://?lua=lua51").server.scripts.runtime == "lua51"
 
 
 async def test_each_script_is_compiled_once_and_known_by_its_digest(memory: Any) -> None:

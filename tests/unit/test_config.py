@@ -190,6 +190,9 @@ def test_yaml_with_a_non_string_key(tmp_path: Path) -> None:
         ({"max_body_bytes": 0}, "max_body_bytes must be at least 1"),
         ({"models": [{"path": "/m.gguf", "parallel": 0}]}, "need parallel >= 1"),
         ({"models": [{"path": "/m.gguf", "parallel": 8, "ctx_size": 4}]}, "ctx_size >= parallel"),
+        ({"redis_url": "memory://?lua=lua54"}, r"memory://\?lua= is one of .*lua51.*'lua54'"),
+        ({"redis_url": "memory://?luajit=1"}, "memory:// takes no host, path or option but"),
+        ({"redis_url": "memory://somewhere"}, "memory:// takes no host, path or option but"),
     ],
 )
 def test_invalid_values(overrides: dict, message: str) -> None:

@@ -8,7 +8,7 @@ local loadstring, setfenv, xpcall, type = loadstring, setfenv, xpcall, type
 local select, unpack, error, next = select, unpack, error, next
 local tostring, setmetatable, getinfo = tostring, setmetatable, debug.getinfo
 local sub, find, gsub = string.sub, string.find, string.gsub
-for _, name in ipairs({'python', 'io', 'os', 'package', 'require', 'module', 'dofile',
+for _, name in ipairs({'python', 'jit', 'io', 'os', 'package', 'require', 'module', 'dofile',
                        'loadfile', 'load', 'print', 'newproxy', 'gcinfo'}) do
   G[name] = nil
 end

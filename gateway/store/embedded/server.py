@@ -31,9 +31,11 @@ SWEEP_EVERY_MS = 100
 
 
 class Server:
-    def __init__(self) -> None:
+    def __init__(self, runtime: str | None = None) -> None:
+        """``runtime``: which of ``scripting.LUA_RUNTIMES`` runs the scripts (the default:
+        LuaJIT where lupa has it)."""
         self.keyspace = Keyspace()
-        self.scripts = Scripts(self.keyspace, COMMANDS)
+        self.scripts = Scripts(self.keyspace, COMMANDS, runtime)
         #: List key → futures of the clients blocked on it, oldest first.
         self.blocked: dict[bytes, collections.deque[asyncio.Future[list[bytes]]]] = {}
         self._next_sweep = 0
