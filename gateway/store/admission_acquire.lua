@@ -46,9 +46,10 @@ for _, c in ipairs(cands) do
     return reply('granted', c[1], {})
   end
 end
-local already = redis.call('EXISTS', P .. 'w:' .. waiter) == 1
-
+-- With no one queued this waiter is not queued either (a waiter's hash and its count in
+-- q:n come and go together): the usual case asks no more.
 local queued = tonumber(redis.call('GET', P .. 'q:n')) or 0
+local already = queued > 0 and redis.call('EXISTS', P .. 'w:' .. waiter) == 1
 if not already and queued == 0 and bound > 0 then
   -- No one waits: do what joining the queue and pumping it would do for this waiter alone,
   -- in a third of the calls (the usual case). The pump would grant the first candidate with

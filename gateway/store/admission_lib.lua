@@ -23,11 +23,10 @@ local function lease_key(backend)
   return P .. 'leases:' .. backend
 end
 
--- Live leases on a backend, once the expired ones (a replica that died) are gone.
+-- Live leases on a backend: those not past their expiry (a replica that died stopped
+-- renewing its own). One read; the heartbeat's renew script clears the expired ones out.
 local function live(backend, now)
-  local k = lease_key(backend)
-  redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
-  return redis.call('ZCARD', k)
+  return redis.call('ZCOUNT', lease_key(backend), '(' .. now, '+inf')
 end
 
 -- Give a key's head waiter its weighted-fair-queueing tag, or drop the key if it has none.
@@ -179,7 +178,7 @@ end
 local function loads(cands, now)
   local out = {}
   for i, c in ipairs(cands) do
-    out[i] = redis.call('ZCARD', lease_key(c[1]))
+    out[i] = live(c[1], now)
   end
   return out
 end

@@ -111,6 +111,30 @@ async def test_a_dead_replicas_leases_expire(
         await live.stop()
 
 
+async def test_a_dead_replicas_expired_lease_is_not_counted_and_is_cleared_out(
+    client: redis.Redis, other_client: redis.Redis
+) -> None:
+    """The scripts count only leases not past their expiry, before anything clears them out;
+    a live replica's heartbeat then clears them out of the backend's lease set."""
+    dead = Replica(client, [backend(9001, 1)], lease_ttl=0.3)  # never started: no renewals
+    await dead.acquire()
+    await asyncio.sleep(0.5)
+    assert await _leases(client, 9001) == 1  # still there, past its expiry
+    live = Replica(other_client, [backend(9001, 2)], lease_ttl=0.6).start()
+    try:
+        first = await asyncio.wait_for(live.acquire(), 0.5)
+        second = await asyncio.wait_for(live.acquire(), 0.5)  # both slots: the dead one's too
+        for _ in range(40):  # the heartbeat comes every lease TTL / 3
+            if await _leases(client, 9001) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert await _leases(client, 9001) == 2  # the two live leases, renewed; the dead gone
+        await live.admission.release(first)
+        await live.admission.release(second)
+    finally:
+        await live.stop()
+
+
 async def test_running_leases_are_renewed(client: redis.Redis) -> None:
     replica = Replica(client, [backend(9001, 1)], lease_ttl=0.6).start()
     try:
