@@ -34,8 +34,11 @@ API_KEY_IDS = f"{API_KEYS_TAG}:ids"
 
 
 # -- per-key limits and usage (tag: ``key:<id>``) ------------------------------------------
-LIMIT_PARTS = ("rpm", "tpm", "conc", "budget")
-"""``rpm``, ``tpm``: HASH token bucket (``tokens``, ``ts`` ms), gone once full again.
+LIMIT_PARTS = ("rate", "conc", "budget")
+"""``rate``: HASH both token buckets, ``rpm`` and ``tpm`` (tokens left; empty for a limit the
+key does not have), as of ``ts`` (ms); gone once both are full again. (Before 2026-12 each
+bucket was a hash of its own, ``rpm`` and ``tpm``: those expire within a minute of their last
+use, so an upgrade starts the buckets full once.)
 ``conc``: ZSET request id -> expiry (ms), requests in flight.
 ``budget``: HASH ``day``, ``day_used``, ``month``, ``month_used`` (UTC calendar periods)."""
 

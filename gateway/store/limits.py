@@ -179,7 +179,7 @@ class Limiter:
 
     @staticmethod
     def _settle_keys(key: ApiKey) -> list[str]:
-        return [keys.limit(key.id, part) for part in ("tpm", "conc", "budget")]
+        return [keys.limit(key.id, part) for part in ("rate", "conc", "budget")]
 
     @staticmethod
     def _settle_args(
@@ -198,6 +198,7 @@ class Limiter:
             request_id,
             counted_in_flight,
             budgeted,
+            key.rpm or 0,
         ]
 
 

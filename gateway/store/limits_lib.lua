@@ -6,14 +6,21 @@ local DAY = 86400000
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
--- A bucket holds up to `cap` tokens and refills at cap per minute; absent means full.
-local function level(key, cap)
-  local s = redis.call('HMGET', key, 'tokens', 'ts')
-  local tokens, ts = tonumber(s[1]), tonumber(s[2])
+-- A bucket holds up to `cap` tokens and refills at cap per minute; absent means full. A key's
+-- two buckets (rpm, tpm) live in one hash, as of one time `ts`: one read and one write each.
+local function refilled(tokens, ts, cap)
+  tokens = tonumber(tokens)
   if not tokens or not ts then
     return cap
   end
   return math.min(cap, tokens + math.max(0, now - ts) * cap / WINDOW)
+end
+
+-- The rpm and tpm buckets' levels now (0 for a limit the key does not have).
+local function levels(key, rpm, tpm)
+  local s = redis.call('HMGET', key, 'rpm', 'tpm', 'ts')
+  local ts = tonumber(s[3])
+  return rpm > 0 and refilled(s[1], ts, rpm) or 0, tpm > 0 and refilled(s[2], ts, tpm) or 0
 end
 
 -- Milliseconds until a bucket at `tokens` holds `want` tokens.
@@ -24,14 +31,17 @@ local function wait_for(cap, tokens, want)
   return math.ceil((want - tokens) * WINDOW / cap)
 end
 
--- Store a bucket's level; a bucket that would be full again is deleted when it is.
-local function set_level(key, cap, tokens)
-  local full = wait_for(cap, tokens, cap)
+-- Store both buckets' levels (a limit the key does not have as empty: full, should it get
+-- one); the hash is deleted when both would be full again.
+local function set_levels(key, rpm, rpm_level, tpm, tpm_level)
+  local full = math.max(rpm > 0 and wait_for(rpm, rpm_level, rpm) or 0,
+    tpm > 0 and wait_for(tpm, tpm_level, tpm) or 0)
   if full <= 0 then
     redis.call('DEL', key)
     return
   end
-  redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', tostring(now))
+  redis.call('HSET', key, 'rpm', rpm > 0 and tostring(rpm_level) or '',
+    'tpm', tpm > 0 and tostring(tpm_level) or '', 'ts', tostring(now))
   redis.call('PEXPIRE', key, full + 1000)
 end
 

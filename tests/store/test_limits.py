@@ -195,6 +195,32 @@ async def test_settle_corrects_tpm_both_ways(key_store: KeyStore, limiter: Limit
     assert level is not None and level.remaining == 5
 
 
+async def test_both_buckets_share_one_hash_and_a_settlement_keeps_the_rpm_level(
+    key_store: KeyStore, limiter: Limiter, client: redis.Redis
+) -> None:
+    """rpm and tpm live in one hash, read and written once an admit; the settlement rewrites
+    it to correct tpm and leaves rpm where the admit put it. (rpm 3 and tpm 600 refill one
+    each per 20 s and per 0.1 s: the rpm levels below do not move during the test.)"""
+    key, _ = await key_store.create(name="both", rpm=3, tpm=600)
+    state = await limiter.admit(key, 500)
+    assert state.requests is not None and state.requests.remaining == 2
+    bucket = keys.limit(key.id, "rate")
+    assert set(await client.hgetall(bucket)) == {b"rpm", b"tpm", b"ts"}
+    await limiter.settle(key, 500, 100, request_id=state.request_id)  # 400 refunded
+    after = await limiter.admit(key, 0)
+    assert after.requests is not None and after.requests.remaining == 1
+    assert after.tokens is not None and 500 <= after.tokens.remaining <= 600
+    await limiter.admit(key, 0)
+    error = await refused(limiter, key, 0)
+    assert error.headers is not None and error.headers["x-ratelimit-remaining-requests"] == "0"
+
+    # A key with one of the two keeps the other empty (full, should it be given one).
+    only_rpm, _ = await key_store.create(name="rpm-only", rpm=3)
+    await limiter.admit(only_rpm, 50)
+    stored = await client.hgetall(keys.limit(only_rpm.id, "rate"))
+    assert stored[b"tpm"] == b"" and float(stored[b"rpm"]) == 2
+
+
 async def test_settle_corrects_only_what_the_admit_charged(
     key_store: KeyStore, limiter: Limiter, client: redis.Redis
 ) -> None:

@@ -3,9 +3,10 @@
 The gateway's Lua scripts run unchanged — one copy of each, the same ``.lua`` files that
 ``redis://`` runs — on lupa's LuaJIT (or its Lua 5.1), with ``redis.call`` bound straight to
 Python data instead of a Redis server: no sockets, no RESP, no general-purpose command
-machinery between a script and a dict. Writing the scripts again in Python would be ~1,000 lines kept in step
-with the ``.lua`` files by hand, where a drift is a limit or a lease that holds on one store
-and not on the other; binding Lua to our own keyspace keeps a single copy of each.
+machinery between a script and a dict. Writing the scripts again in Python would be ~1,000
+lines kept in step with the ``.lua`` files by hand, where a drift is a limit or a lease that
+holds on one store and not on the other; binding Lua to our own keyspace keeps a single copy
+of each.
 
 The parts, each a module:
 
