@@ -15,13 +15,19 @@ for i = 2, #KEYS do
   scored[#scored + 1] = now
   scored[#scored + 1] = ARGV[4 + i]
 end
+local added = 0
 if #scored > 0 then
-  redis.call('ZADD', KEYS[1], unpack(scored))  -- the whole chain in one call
+  added = redis.call('ZADD', KEYS[1], unpack(scored))  -- the whole chain in one call
 end
 
--- Forget what has expired, then the oldest entries beyond the bound.
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
-local excess = redis.call('ZCARD', KEYS[1]) - cap
+-- When the index grew: forget what has expired, then the oldest entries beyond the bound.
+-- (An index that did not grow stays within it; its expired members, whose entries have
+-- expired on their own, wait for the next growth: lookups read the entries, not the index.)
+local excess = 0
+if added > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
+  excess = redis.call('ZCARD', KEYS[1]) - cap
+end
 if excess > 0 then
   local old = redis.call('ZRANGE', KEYS[1], 0, excess - 1)
   for _, id in ipairs(old) do

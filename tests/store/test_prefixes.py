@@ -63,3 +63,22 @@ async def test_a_model_keeps_at_most_max_entries(client: redis.Redis) -> None:
     assert (await store.lookup("m", oldest.entries, oldest.depths))[A.url].depth == (
         oldest.depths[0]
     )
+
+
+async def test_the_index_forgets_expired_entries_when_it_grows(client: redis.Redis) -> None:
+    """A record that adds no entry leaves the index as it is (its expired members point at
+    entries gone on their own: a lookup finds nothing); the next one that adds some clears
+    them out."""
+    store = AffinityStore(client, ttl=0.3)
+    old = chat_chain({"messages": _conversation(1)})
+    await store.record("m", old.entries, A.url)
+    index = keys.affinity_index("m")
+    await asyncio.sleep(0.2)
+    await store.record("m", old.entries[:1], B.url)  # the system prompt: already indexed
+    assert await client.zcard(index) == len(old.entries)
+    await asyncio.sleep(0.15)  # all but the system prompt's entry are past the TTL
+    shallow = Match(old.depths[0], -1)
+    assert await store.lookup("m", old.entries, old.depths) == {A.url: shallow, B.url: shallow}
+    new = chat_chain({"messages": _conversation(2)})
+    await store.record("m", new.entries, A.url)
+    assert await client.zcard(index) == len(new.entries)  # the system prompt's is shared
