@@ -74,6 +74,9 @@ class Admission(Upkeep):
         #: Grants posted to other replicas, watched until read: one left unread means its
         #: replica is dead or stalled, and its grants are taken back.
         self._unread = UnreadGrants(store)
+        #: Models asked for a lease since the last heartbeat: it runs for them too, which
+        #: clears their backends' expired leases out (a dead replica's) while they are used.
+        self._used: set[str] = set()
 
     # -- what the request path and the gauges read ----------------------------------------
 
@@ -95,6 +98,7 @@ class Admission(Upkeep):
     ) -> Lease:
         """A lease on the first candidate with a free slot (``candidates`` in the routing
         policy's order), or on the first slot handed to this request while it waits."""
+        self._used.add(model)
         waiter_id = secrets.token_hex(8)
         waiter = Waiter(
             asyncio.get_running_loop().create_future(),
@@ -148,6 +152,7 @@ class Admission(Upkeep):
         round trip that checks the request's limits: the command's result is the lease, or
         ``None`` (no free slot, or someone waits: :meth:`acquire` then queues the request).
         A request its limits refuse gives the lease back (:meth:`withdraw` the attempt)."""
+        self._used.add(model)
         attempt = Attempt(model, secrets.token_hex(8), self._pairs(model, candidates))
 
         def taken(reply: Reply) -> Lease | None:

@@ -56,6 +56,7 @@ class Upkeep:
     store_ok: bool
     _waiters: dict[str, Waiter]
     _held: dict[str, Lease]
+    _used: set[str]
     _unreleased: list[tuple[str, str, str]]
     _unread: UnreadGrants
     _stopping: asyncio.Event
@@ -143,11 +144,14 @@ class Upkeep:
 
     async def _heartbeat(self) -> None:
         """Renew the running leases and this replica's record of each model it holds leases
-        or waiters for; queue again the waiters of a model whose record had lapsed."""
+        or waiters for, or asked a lease for since the last heartbeat (the renew script
+        clears their expired leases out); queue again the waiters of a model whose record
+        had lapsed."""
         by_model: dict[str, list[Lease]] = defaultdict(list)
         for lease in list(self._held.values()):
             by_model[lease.model].append(lease)
-        for model in {w.model for w in self._waiters.values()}:
+        used, self._used = self._used, set()
+        for model in used.union(w.model for w in self._waiters.values()):
             by_model.setdefault(model, [])
         for model, leases in by_model.items():
             pairs = [(x.backend.name, x.id) for x in leases]
