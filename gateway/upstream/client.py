@@ -17,6 +17,11 @@ import msgspec
 from gateway.errors import BackendError, BackendFailed, UpstreamUnreachable
 
 _CONNECTION_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, OSError)
+#: Seconds an idle pooled connection is kept. llama-server (cpp-httplib) closes one after 5 s
+#: (``Keep-Alive: timeout=5``); aiohttp keeps them 15 s by default, so a request could go out
+#: on a connection the backend was closing that moment: a 502 and a failure counted against
+#: a healthy backend. Dropping ours first leaves no such window.
+KEEPALIVE_SECONDS = 4.0
 
 
 class BackendClient:
@@ -47,7 +52,9 @@ class BackendClient:
                 base_url=self.base_url,
                 headers=self._headers,
                 timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=self._pool_size, ttl_dns_cache=300),
+                connector=aiohttp.TCPConnector(
+                    limit=self._pool_size, ttl_dns_cache=300, keepalive_timeout=KEEPALIVE_SECONDS
+                ),
                 # The body is relayed as it comes: ask for it uncompressed (a proxy in front
                 # of the backend would otherwise gzip what reaches the client as JSON).
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
