@@ -365,20 +365,12 @@ def _check(settings: Settings) -> None:
         raise SettingsError("max_connections must be at least 1")
     if settings.log_format not in LOG_FORMATS:
         raise SettingsError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
-    if settings.redis_url.startswith("redis+sentinel://"):
-        from gateway.store.connection import SentinelURL
+    from gateway.store.connection import check_url
 
-        try:
-            SentinelURL.parse(settings.redis_url)
-        except ValueError as exc:
-            raise SettingsError(f"redis_url: {exc}") from None
-    if settings.redis_url.startswith("memory://"):
-        from gateway.store.connection import embedded_options
-
-        try:
-            embedded_options(settings.redis_url)
-        except ValueError as exc:
-            raise SettingsError(f"redis_url: {exc}") from None
+    try:
+        check_url(settings.redis_url)
+    except ValueError as exc:
+        raise SettingsError(f"redis_url: {exc}") from None
     if settings.routing not in ROUTING_POLICIES:
         raise SettingsError(f"routing must be one of {', '.join(ROUTING_POLICIES)}")
     for spec in settings.models:

@@ -207,6 +207,15 @@ def connect(url: str) -> redis.Redis:
     return StoreClient(connection_pool=pool)
 
 
+def check_url(url: str) -> None:
+    """Raise ``ValueError`` for a store URL whose own parts :func:`connect` would refuse (a
+    Sentinel URL's, ``memory://``'s); Redis URLs are redis-py's to read."""
+    if url.startswith(SENTINEL_SCHEME):
+        SentinelURL.parse(url)
+    elif url.startswith("memory://"):
+        embedded_options(url)
+
+
 def embedded_options(url: str) -> dict[str, str]:
     """``memory://``'s one option: ``?lua=lua51`` runs the scripts on PUC Lua 5.1, as Redis
     does, instead of LuaJIT (the default where lupa has it)."""
