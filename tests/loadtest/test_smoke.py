@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.timeline import read_timelines, steps_table
+from loadtest.timeline_marks import STEPS
 from tests.support.processes import ROOT, asset
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -101,3 +103,36 @@ def test_ab_compares_trees_by_cpu_per_request() -> None:
 
     refused = subprocess.run([*ab, ".:fast"], cwd=ROOT, capture_output=True, text=True)
     assert refused.returncode != 0 and "unknown flags ['fast']" in refused.stderr
+
+
+def test_timeline_takes_one_request_apart_step_by_step() -> None:
+    """``loadtest.timeline``: every step of the path marked, in the path's order, each
+    later than the one before; and the floor's and the store's figures beside them."""
+    run = subprocess.run(
+        [sys.executable, "-m", "loadtest.timeline", "--seconds", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    rows = re.findall(r"^\| `(\w+)` \| .* \| (\d+) \| (\d+) \|$", run.stdout, re.MULTILINE)
+    assert [step for step, _, _ in rows] == [step for step, _ in STEPS]
+    since_start = [int(at) for _, _, at in rows]
+    assert since_start == sorted(since_start) and since_start[-1] > 0
+    assert re.search(r"relay floor: [\d.]+ ms; a bare PING .*: \d+ µs", run.stdout)
+
+
+def test_timelines_leave_out_the_warm_up_and_take_medians_per_step() -> None:
+    lines = [
+        "100 start:0.0 parsed:10.0 end:30.0",  # the warm-up's
+        "200 start:0.0 parsed:20.0 end:40.0",
+        "300 start:0.0 parsed:40.0 end:50.0",
+        "400 start:0.0 parsed:30.0 end:90.0",
+    ]
+    table = steps_table(read_timelines(lines, since_ns=200))
+    assert [(step, since, at) for step, _, since, at in table] == [
+        ("start", 0.0, 0.0),
+        ("parsed", 30.0, 30.0),
+        ("end", 20.0, 50.0),
+    ]

@@ -1,0 +1,141 @@
+"""``python -m loadtest.timeline [--store redis|memory] [--seconds S]``: where the time of
+one request goes, step by step, at one connection (``wrk -c1``) — the overhead scenario's
+latency step, taken apart.
+
+The gateway runs as ``make bench`` runs it (pinned to its core, in front of the emulator, a
+real key with rpm/tpm limits, leases, affinity routing) but started through
+``loadtest.timeline_marks``, which reads the clock at each step of the path (a wrapper
+around the gateway's own functions; ~1 µs each). The table gives each step's median time
+since the step before it. Beside it, for scale: the relay floor's median at one connection
+(the HTTP stack alone: ``loadtest/floor.py``) and a bare ``PING`` to the store's Redis from
+the gateway's core at the same pace — the least a round trip before the send can cost here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from loadtest import load
+from loadtest.procs import GATEWAY_CORES, Emulator, Gateway, RedisServer, RelayFloor, pin_self
+from loadtest.scenarios.overhead_setup import ADMIN_TOKEN, HIGH_LIMITS, chat
+from loadtest.timeline_marks import STEPS
+
+
+class MarkedGateway(Gateway):
+    """The gateway started through ``loadtest.timeline_marks``, writing to ``timelines``."""
+
+    def __init__(self, timelines: Path, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        at = self.args.index("gateway")
+        self.args[at] = "loadtest.timeline_marks"
+        self.env["LLAMA_GATEWAY_TIMELINE"] = str(timelines)
+
+
+def read_timelines(lines: list[str], *, since_ns: int = 0) -> list[dict[str, float]]:
+    """The timelines (step -> µs since the start) of the requests that started after
+    ``since_ns`` (``time.perf_counter_ns()``: the warm-up's are left out)."""
+    timelines = []
+    for line in lines:
+        started, *steps = line.split()
+        if int(started) >= since_ns:
+            timelines.append({s: float(t) for s, _, t in (p.partition(":") for p in steps)})
+    return timelines
+
+
+def steps_table(timelines: list[dict[str, float]]) -> list[tuple[str, str, float, float]]:
+    """(step, what ends it, median µs since the step before, median µs since the start) for
+    each step every timeline has."""
+    rows, previous = [], None
+    for step, what in STEPS:
+        if not timelines or not all(step in t for t in timelines):
+            continue
+        since = statistics.median(t[step] - t[previous] for t in timelines) if previous else 0.0
+        rows.append((step, what, since, statistics.median(t[step] for t in timelines)))
+        previous = step
+    return rows
+
+
+def ping_round_trip(url: str, *, count: int = 2000, pause: float = 0.0007) -> float:
+    """Median µs of a redis-py ``PING`` from the gateway's core, one every ``pause`` s (about
+    the pace of one connection's requests: both processes idle between them)."""
+    import redis.asyncio as redis
+
+    async def measure() -> float:
+        client = redis.Redis.from_url(url)
+        try:
+            took = []
+            for _ in range(count):
+                started = time.perf_counter()
+                await client.ping()
+                took.append(time.perf_counter() - started)
+                await asyncio.sleep(pause)
+            return statistics.median(took) * 1e6
+        finally:
+            await client.aclose()
+
+    mine = os.sched_getaffinity(0)
+    if GATEWAY_CORES is not None:
+        os.sched_setaffinity(0, {int(GATEWAY_CORES)})
+    try:
+        return asyncio.run(measure())
+    finally:
+        os.sched_setaffinity(0, mine)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.timeline", description=__doc__)
+    parser.add_argument("--store", choices=("redis", "memory"), default="redis")
+    parser.add_argument("--seconds", type=float, default=8.0, help="wrk -c1's run")
+    args = parser.parse_args(argv)
+    if not load.have_wrk():
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    pin_self()
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Emulator(alias="emulated", slots=128, tokens=16) as emulator,
+        RedisServer() as redis_server,
+    ):
+        timelines = Path(tmp) / "timelines"
+        store = ("--redis-url", redis_server.redis_url) if args.store == "redis" else ()
+        extra = ("--queue-size", "4096", "--probe-interval", "2", *store)
+        with MarkedGateway(timelines, [emulator.url], admin_token=ADMIN_TOKEN, extra=extra) as gw:
+            key = gw.create_key("timeline", **HIGH_LIMITS)
+            request = chat(gw.url, "emulated", stream=False, max_tokens=16, key=key, label="t")
+            load.wrk(request.url, request.body, request.headers, connections=1, duration=2)
+            measured_from = time.perf_counter_ns()
+            marked = load.wrk(
+                request.url, request.body, request.headers, connections=1, duration=args.seconds
+            )
+        # (the gateway writes the last of its timelines as it exits)
+        lines = timelines.read_text().splitlines() if timelines.exists() else []
+        measured = read_timelines(lines, since_ns=measured_from)
+        with RelayFloor(emulator.url) as floor:
+            plain = chat(floor.url, "emulated", stream=False, max_tokens=16, key=None, label="f")
+            load.wrk(plain.url, plain.body, plain.headers, connections=1, duration=2)
+            relay = load.wrk(
+                plain.url, plain.body, plain.headers, connections=1, duration=args.seconds
+            )
+        ping = ping_round_trip(redis_server.redis_url)
+    if not measured:
+        raise SystemExit(f"the marked gateway wrote no timelines (wrk: {marked})")
+    print(f"{args.store}://, one connection, {len(measured)} requests\n")
+    print("| step | ends when | µs since the step before | µs since the start |")
+    print("|---|---|---|---|")
+    for step, what, since, at in steps_table(measured):
+        print(f"| `{step}` | {what} | {since:.0f} | {at:.0f} |")
+    print(
+        f"\nwrk's p50 through the marked gateway: {marked.get('p50_ms')} ms; through the relay"
+        f" floor: {relay.get('p50_ms')} ms; a bare PING to Redis from the gateway's core at"
+        f" that pace: {ping:.0f} µs."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
