@@ -14,7 +14,6 @@ the gateway's core at the same pace — the least a round trip before the send c
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import statistics
 import tempfile
@@ -64,28 +63,82 @@ def steps_table(timelines: list[dict[str, float]]) -> list[tuple[str, str, float
 def ping_round_trip(url: str, *, count: int = 2000, pause: float = 0.0007) -> float:
     """Median µs of a redis-py ``PING`` from the gateway's core, one every ``pause`` s (about
     the pace of one connection's requests: both processes idle between them)."""
-    import redis.asyncio as redis
-
-    async def measure() -> float:
-        client = redis.Redis.from_url(url)
-        try:
-            took = []
-            for _ in range(count):
-                started = time.perf_counter()
-                await client.ping()
-                took.append(time.perf_counter() - started)
-                await asyncio.sleep(pause)
-            return statistics.median(took) * 1e6
-        finally:
-            await client.aclose()
+    import redis
 
     mine = os.sched_getaffinity(0)
     if GATEWAY_CORES is not None:
         os.sched_setaffinity(0, {int(GATEWAY_CORES)})
+    client = redis.Redis.from_url(url)
     try:
-        return asyncio.run(measure())
+        took = []
+        for _ in range(count):
+            started = time.perf_counter()
+            client.ping()
+            took.append(time.perf_counter() - started)
+            time.sleep(pause)
+        return statistics.median(took) * 1e6
     finally:
+        client.close()
         os.sched_setaffinity(0, mine)
+
+
+def measure(
+    emulator: Emulator, redis_url: str, floor_url: str, *, store: str, seconds: float
+) -> dict:
+    """The step-by-step table of a request at one connection through a marked gateway on
+    ``store`` (redis or memory), in front of ``emulator``; the relay floor at ``floor_url``
+    and a bare ``PING`` to ``redis_url`` at the same pace beside it, for scale."""
+    with tempfile.TemporaryDirectory() as tmp:
+        timelines = Path(tmp) / "timelines"
+        on_redis = ("--redis-url", redis_url) if store == "redis" else ()
+        extra = ("--queue-size", "4096", "--probe-interval", "2", *on_redis)
+        with MarkedGateway(timelines, [emulator.url], admin_token=ADMIN_TOKEN, extra=extra) as gw:
+            key = gw.create_key("timeline", **HIGH_LIMITS)
+            request = chat(gw.url, emulator.alias, stream=False, max_tokens=16, key=key, label="t")
+            load.wrk(request.url, request.body, request.headers, connections=1, duration=2)
+            measured_from = time.perf_counter_ns()
+            marked = load.wrk(
+                request.url, request.body, request.headers, connections=1, duration=seconds
+            )
+        # (the gateway writes the last of its timelines as it exits)
+        lines = timelines.read_text().splitlines() if timelines.exists() else []
+    measured = read_timelines(lines, since_ns=measured_from)
+    if not measured:
+        raise RuntimeError(f"the marked gateway wrote no timelines (wrk: {marked})")
+    plain = chat(floor_url, emulator.alias, stream=False, max_tokens=16, key=None, label="f")
+    load.wrk(plain.url, plain.body, plain.headers, connections=1, duration=2)
+    relay = load.wrk(plain.url, plain.body, plain.headers, connections=1, duration=seconds)
+    return {
+        "store": store,
+        "requests": len(measured),
+        "steps": [
+            {"step": step, "ends_when": what, "since_before_us": since, "since_start_us": at}
+            for step, what, since, at in steps_table(measured)
+        ],
+        "gateway_p50_ms": marked.get("p50_ms"),
+        "floor_p50_ms": relay.get("p50_ms"),
+        "ping_us": ping_round_trip(redis_url),
+    }
+
+
+def markdown(result: dict) -> list[str]:
+    lines = [
+        "| step | ends when | µs since the step before | µs since the start |",
+        "|---|---|---|---|",
+    ]
+    for row in result["steps"]:
+        lines.append(
+            f"| `{row['step']}` | {row['ends_when']} | {row['since_before_us']:.0f} "
+            f"| {row['since_start_us']:.0f} |"
+        )
+    lines += [
+        "",
+        f"{result['store']}://, one connection, {result['requests']} requests. wrk's p50"
+        f" through the marked gateway: {result['gateway_p50_ms']} ms; through the relay floor:"
+        f" {result['floor_p50_ms']} ms; a bare PING to Redis from the gateway's core at that"
+        f" pace: {result['ping_us']:.0f} µs.",
+    ]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,43 +150,17 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     pin_self()
     with (
-        tempfile.TemporaryDirectory() as tmp,
         Emulator(alias="emulated", slots=128, tokens=16) as emulator,
         RedisServer() as redis_server,
+        RelayFloor(emulator.url) as floor,
     ):
-        timelines = Path(tmp) / "timelines"
-        store = ("--redis-url", redis_server.redis_url) if args.store == "redis" else ()
-        extra = ("--queue-size", "4096", "--probe-interval", "2", *store)
-        with MarkedGateway(timelines, [emulator.url], admin_token=ADMIN_TOKEN, extra=extra) as gw:
-            key = gw.create_key("timeline", **HIGH_LIMITS)
-            request = chat(gw.url, "emulated", stream=False, max_tokens=16, key=key, label="t")
-            load.wrk(request.url, request.body, request.headers, connections=1, duration=2)
-            measured_from = time.perf_counter_ns()
-            marked = load.wrk(
-                request.url, request.body, request.headers, connections=1, duration=args.seconds
+        try:
+            result = measure(
+                emulator, redis_server.redis_url, floor.url, store=args.store, seconds=args.seconds
             )
-        # (the gateway writes the last of its timelines as it exits)
-        lines = timelines.read_text().splitlines() if timelines.exists() else []
-        measured = read_timelines(lines, since_ns=measured_from)
-        with RelayFloor(emulator.url) as floor:
-            plain = chat(floor.url, "emulated", stream=False, max_tokens=16, key=None, label="f")
-            load.wrk(plain.url, plain.body, plain.headers, connections=1, duration=2)
-            relay = load.wrk(
-                plain.url, plain.body, plain.headers, connections=1, duration=args.seconds
-            )
-        ping = ping_round_trip(redis_server.redis_url)
-    if not measured:
-        raise SystemExit(f"the marked gateway wrote no timelines (wrk: {marked})")
-    print(f"{args.store}://, one connection, {len(measured)} requests\n")
-    print("| step | ends when | µs since the step before | µs since the start |")
-    print("|---|---|---|---|")
-    for step, what, since, at in steps_table(measured):
-        print(f"| `{step}` | {what} | {since:.0f} | {at:.0f} |")
-    print(
-        f"\nwrk's p50 through the marked gateway: {marked.get('p50_ms')} ms; through the relay"
-        f" floor: {relay.get('p50_ms')} ms; a bare PING to Redis from the gateway's core at"
-        f" that pace: {ping:.0f} µs."
-    )
+        except RuntimeError as exc:
+            raise SystemExit(str(exc)) from None
+    print("\n".join(markdown(result)))
     return 0
 
 

@@ -8,8 +8,10 @@ the other(s).
 
 Steps: added latency at fixed open-loop rates (streamed and not, and TTFT for streams); the
 maximum sustained requests/s with ``wrk`` (closed loop), whose own ceiling is measured
-against the emulator directly; streamed chunks/s relayed by the gateway's one core; and the
-added latency over a real llama-server (requests alternated, one at a time).
+against the emulator directly; the latency at one connection, and one such request taken
+apart step by step (``loadtest/timeline.py``); streamed chunks/s relayed by the gateway's
+one core; and the added latency over a real llama-server (requests alternated, one at a
+time).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from loadtest import load, plots
+from loadtest import load, plots, timeline
 from loadtest.procs import Emulator, Gateway, LlamaServer, RedisServer, RelayFloor, asset
 from loadtest.progress import bar
 from loadtest.report import ScenarioResult
@@ -235,6 +237,14 @@ async def run(out: Path, *, smoke: bool) -> ScenarioResult:
             )
             relay = await _relay(contenders, emulator.alias, size)
             profiles = overhead_wrk.profiles(contenders, emulator.alias, size)
+        # (once the gateways above are gone: the core is the marked gateway's alone)
+        steps = (
+            timeline.measure(
+                emulator, redis.redis_url, floor.url, store="redis", seconds=2 * size.single_seconds
+            )
+            if load.have_wrk()
+            else None
+        )
     real = await _real(size)
 
     results = {
@@ -242,6 +252,7 @@ async def run(out: Path, *, smoke: bool) -> ScenarioResult:
         "max_rps": max_rps,
         "max_rps_generator": generator,
         "one_connection": single,
+        "one_connection_steps": steps,
         "stream_relay": relay,
         "real_llama_server": real,
         "profiles": profiles,

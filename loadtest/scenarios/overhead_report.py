@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from loadtest import timeline
 from loadtest.report import Target, fmt
 
 if TYPE_CHECKING:
@@ -147,6 +148,20 @@ def _single_lines(results: dict) -> list[str]:
             f"| {name} | {fmt(row.get('p50_ms'))} | {fmt(row.get('p99_ms'))} | "
             f"{fmt(row.get('added_p50_ms'))} | {fmt(row.get('requests_per_s'))} |"
         )
+    steps = results.get("one_connection_steps")
+    if steps:
+        lines += [
+            "",
+            f"#### Where one request's time goes (wrk -c1, {steps['store']}://, "
+            "`python -m loadtest.timeline`)",
+            "",
+            "A gateway like the one above, with the clock read at each step of the path "
+            "(`loadtest/timeline_marks.py`); medians. The two waits — Redis before the send, "
+            "the backend — are mostly the trip across cores and back "
+            "([one-connection-2026-12-04.md](one-connection-2026-12-04.md)).",
+            "",
+            *timeline.markdown(steps),
+        ]
     return lines
 
 

@@ -68,6 +68,10 @@ def test_scenario_smoke(scenario: str, tmp_path: Path, assets_env: dict[str, str
 
     markdown = (tmp_path / f"{scenario}.md").read_text()
     assert markdown.startswith(f"## {scenario}")
+    if scenario == "overhead":  # one request taken apart, every step of the path in order
+        steps = document["results"]["one_connection_steps"]["steps"]
+        assert [row["step"] for row in steps] == [step for step, _ in STEPS]
+        assert "#### Where one request's time goes" in markdown
     assert (tmp_path / "report.md").read_text().startswith("# llama-gateway benchmark report")
 
     assert document["plots"], "each scenario draws at least one plot"
