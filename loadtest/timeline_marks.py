@@ -2,7 +2,9 @@
 a clock reading taken at each step of a request's path, for ``loadtest/timeline.py``.
 
 The readings come from wrappers put around the gateway's own functions before it starts —
-nothing in ``gateway/`` knows of them — and each costs about a microsecond. They describe
+nothing in ``gateway/`` knows of them; together they add ~0.06 ms to a request at one
+connection (wrk's p50, 1.08 → 1.145 ms against the plain gateway, 4 alternating rounds,
+2026-12-04), a few µs each, as each adds a coroutine frame. They describe
 one request at a time (a single ``current`` timeline), so they mean something only under one
 connection sending one request after another. Every ``FLUSH_EVERY`` requests and when the
 gateway exits, the timelines so far are appended to the file named by
