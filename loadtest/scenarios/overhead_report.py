@@ -54,7 +54,38 @@ def notes(results: dict) -> list[str]:
             "+ affinity lookup + the lease; release + settlement + affinity record), auth, "
             "routing, metrics, the trace and the log line."
         )
+    notes += _one_connection_notes(results)
     return notes
+
+
+#: The steps of ``loadtest/timeline_marks.py`` that are waits on another process.
+_WAITS = {"store_back": "the round trip to Redis before the send", "upstream_head": "the backend"}
+
+
+def _one_connection_notes(results: dict) -> list[str]:
+    """The one-connection target's arithmetic, from the step-by-step table: how much of a
+    request is the two waits, and what the floor plus an empty round trip already adds."""
+    steps = results.get("one_connection_steps")
+    single = results.get("one_connection") or {}
+    floor_added = (single.get("relay-floor") or {}).get("added_p50_ms")
+    if not steps or floor_added is None:
+        return []
+    rows = {row["step"]: row for row in steps["steps"]}
+    total = steps["steps"][-1]["since_start_us"]
+    waits = [
+        f"{what} {rows[step]['since_before_us']:.0f}"
+        for step, what in _WAITS.items()
+        if step in rows
+    ]
+    code = total - sum(rows[step]["since_before_us"] for step in _WAITS if step in rows)
+    least = floor_added + steps["ping_us"] / 1000
+    return [
+        f"At one connection ({steps['store']}://), of {total:.0f} µs edge to edge: "
+        f"{', '.join(waits)} µs — each mostly the trip across cores and back — and the "
+        f"gateway's code between them {code:.0f} µs. The relay floor adds {fmt(floor_added)} ms "
+        f"and a bare PING to Redis at that pace takes {steps['ping_us']:.0f} µs: a gateway "
+        f"that makes one round trip before the send adds at least {least:.2f} ms here."
+    ]
 
 
 def _row(rates: list, rate: int, stream: bool) -> dict:
