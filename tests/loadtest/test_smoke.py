@@ -72,6 +72,7 @@ def test_scenario_smoke(scenario: str, tmp_path: Path, assets_env: dict[str, str
         steps = document["results"]["one_connection_steps"]["steps"]
         assert [row["step"] for row in steps] == [step for step, _ in STEPS]
         assert "#### Where one request's time goes" in markdown
+        assert "one round trip before the send adds at least" in markdown  # its arithmetic
     assert (tmp_path / "report.md").read_text().startswith("# llama-gateway benchmark report")
 
     assert document["plots"], "each scenario draws at least one plot"
