@@ -83,12 +83,23 @@ def ping_round_trip(url: str, *, count: int = 2000, pause: float = 0.0007) -> fl
         os.sched_setaffinity(0, mine)
 
 
+def _one_connection(request: load.Request, seconds: float) -> tuple[int, dict]:
+    """wrk -c1 for ``seconds`` after two seconds of warm-up (connections, caches): when the
+    measured run began (``time.perf_counter_ns()``), and wrk's figures."""
+    load.wrk(request.url, request.body, request.headers, connections=1, duration=2)
+    began = time.perf_counter_ns()
+    return began, load.wrk(
+        request.url, request.body, request.headers, connections=1, duration=seconds
+    )
+
+
 def measure(
-    emulator: Emulator, redis_url: str, floor_url: str, *, store: str, seconds: float
+    emulator: Emulator, redis_url: str, floor_url: str | None, *, store: str, seconds: float
 ) -> dict:
     """The step-by-step table of a request at one connection through a marked gateway on
-    ``store`` (redis or memory), in front of ``emulator``; the relay floor at ``floor_url``
-    and a bare ``PING`` to ``redis_url`` at the same pace beside it, for scale."""
+    ``store`` (redis or memory), in front of ``emulator``; a bare ``PING`` to ``redis_url``
+    at the same pace beside it, and the relay floor at ``floor_url`` unless the caller
+    measured it already (``None``), for scale."""
     with tempfile.TemporaryDirectory() as tmp:
         timelines = Path(tmp) / "timelines"
         on_redis = ("--redis-url", redis_url) if store == "redis" else ()
@@ -96,19 +107,16 @@ def measure(
         with MarkedGateway(timelines, [emulator.url], admin_token=ADMIN_TOKEN, extra=extra) as gw:
             key = gw.create_key("timeline", **HIGH_LIMITS)
             request = chat(gw.url, emulator.alias, stream=False, max_tokens=16, key=key, label="t")
-            load.wrk(request.url, request.body, request.headers, connections=1, duration=2)
-            measured_from = time.perf_counter_ns()
-            marked = load.wrk(
-                request.url, request.body, request.headers, connections=1, duration=seconds
-            )
+            measured_from, marked = _one_connection(request, seconds)
         # (the gateway writes the last of its timelines as it exits)
         lines = timelines.read_text().splitlines() if timelines.exists() else []
     measured = read_timelines(lines, since_ns=measured_from)
     if not measured:
         raise RuntimeError(f"the marked gateway wrote no timelines (wrk: {marked})")
-    plain = chat(floor_url, emulator.alias, stream=False, max_tokens=16, key=None, label="f")
-    load.wrk(plain.url, plain.body, plain.headers, connections=1, duration=2)
-    relay = load.wrk(plain.url, plain.body, plain.headers, connections=1, duration=seconds)
+    relay: dict = {}
+    if floor_url is not None:
+        plain = chat(floor_url, emulator.alias, stream=False, max_tokens=16, key=None, label="f")
+        _, relay = _one_connection(plain, seconds)
     return {
         "store": store,
         "requests": len(measured),
@@ -132,12 +140,14 @@ def markdown(result: dict) -> list[str]:
             f"| `{row['step']}` | {row['ends_when']} | {row['since_before_us']:.0f} "
             f"| {row['since_start_us']:.0f} |"
         )
+    floor = result["floor_p50_ms"]
     lines += [
         "",
         f"{result['store']}://, one connection, {result['requests']} requests. wrk's p50"
-        f" through the marked gateway: {result['gateway_p50_ms']} ms; through the relay floor:"
-        f" {result['floor_p50_ms']} ms; a bare PING to Redis from the gateway's core at that"
-        f" pace: {result['ping_us']:.0f} µs.",
+        f" through the marked gateway: {result['gateway_p50_ms']} ms;"
+        + (f" through the relay floor: {floor} ms;" if floor is not None else "")
+        + f" a bare PING to Redis from the gateway's core at that pace:"
+        f" {result['ping_us']:.0f} µs.",
     ]
     return lines
 
